@@ -1,0 +1,69 @@
+"""The ``chainwatch`` command: parses, validates and wires objects; no logic lives here.
+
+Each subcommand is a module in this package with ``add_parser(subparsers)`` and ``run(args)``.
+Errors chainwatch raises on purpose print as one line and exit with status 2; Ctrl-C exits
+with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from pipeline.errors import ChainwatchError
+
+EXAMPLES = """examples:
+  chainwatch demo                      # the whole pipeline on a local broker, with a summary
+  chainwatch demo --json --seed 7      # the same, as one JSON object on stdout
+  chainwatch broker --port 9092        # a local Kafka-protocol broker in the foreground
+  chainwatch topics --bootstrap 127.0.0.1:9092   # create chainwatch's topics
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line that says where to look next."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> Parser:
+    from pipeline.cli import broker_cmd, demo_cmd, topics_cmd
+
+    parser = Parser(
+        prog="chainwatch",
+        description="Streaming fraud detection for blockchain data.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for module in (demo_cmd, broker_cmd, topics_cmd):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(args, "log_level", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args))
+    except ChainwatchError as exc:
+        print(f"chainwatch {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"chainwatch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"chainwatch {version('chainwatch')}"
+    except PackageNotFoundError:
+        return "chainwatch (not installed)"

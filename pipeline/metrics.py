@@ -1,0 +1,21 @@
+"""Prometheus metrics of architecture.md, defined once; services update them.
+
+Every name starts with ``chainwatch_``. Labels are bounded sets (topics, reason codes, alert
+types, severities, partitions), never ids or addresses.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECORDS_CONSUMED = Counter(
+    "chainwatch_records_consumed", "Records read from Kafka", ["topic"])
+RECORDS_PRODUCED = Counter(
+    "chainwatch_records_produced", "Records written to Kafka", ["topic"])
+DLQ_RECORDS = Counter(
+    "chainwatch_dlq_records", "Records sent to the dead-letter topic", ["reason", "stage"])
+ALERTS = Counter(
+    "chainwatch_alerts", "Alerts raised", ["type", "severity"])
+SCORING_LATENCY = Histogram(
+    "chainwatch_scoring_latency_seconds", "Time to score one polled batch, per event",
+    buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1))

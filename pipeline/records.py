@@ -1,0 +1,315 @@
+"""Chain records: frozen, typed, validated once at the edge.
+
+Field names follow ethereum-etl and the public BigQuery ``crypto_ethereum`` schema, so real
+exports replay unchanged. Amounts are exact Python ints (uint256); on the wire they are decimal
+strings (see :mod:`pipeline.codec`). Every record has a deterministic ``item_id`` used to
+de-duplicate end to end.
+
+Build records with ``from_dict``; it accepts what exports contain (ints, decimal or ``0x`` hex
+strings, ISO or unix timestamps) and raises :class:`~pipeline.errors.RecordError` naming the
+field and value for anything else.
+
+>>> tx = Transaction.from_dict({
+...     "hash": "0x" + "ab" * 32, "nonce": 0, "block_number": 1, "block_timestamp": 1630454400,
+...     "transaction_index": 0, "from_address": "0x" + "11" * 20, "to_address": None,
+...     "value": "1000000000000000000", "gas": 21000, "gas_price": "0x3b9aca00", "input": "0x"})
+>>> tx.value, tx.gas_price, tx.item_id[:16]
+(1000000000000000000, 1000000000, 'transaction_0xab')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, Self
+
+from pipeline.errors import RecordError
+
+UINT256_MAX = 2**256 - 1
+ZERO_ADDRESS = "0x" + "0" * 40
+
+_ADDRESS = re.compile(r"0x[0-9a-f]{40}")
+_HASH = re.compile(r"0x[0-9a-f]{64}")
+_HEX = re.compile(r"0x[0-9a-f]*")
+
+DexKind = Literal["swap", "mint", "burn", "sync"]
+DEX_KINDS: frozenset[str] = frozenset({"swap", "mint", "burn", "sync"})
+
+
+# -- field parsers: each takes (field name, raw value) and returns the typed value -------------
+
+
+def _fail(code: str, name: str, value: object, why: str) -> RecordError:
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return RecordError(code, f"field {name!r}: {why} (got {shown})", field=name, value=value)
+
+
+def parse_uint(name: str, value: object, maximum: int = UINT256_MAX) -> int:
+    """An unsigned integer from an int, a decimal string or a 0x-hex string."""
+    if isinstance(value, bool):
+        raise _fail("bad_type", name, value, "expected an unsigned integer")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            if text.lower().startswith("0x"):
+                number = int(text, 16)
+            elif text.lstrip("-").isdigit() and text.isascii():
+                number = int(text, 10)
+            else:
+                raise ValueError(text)
+        except ValueError:
+            raise _fail("bad_type", name, value, "expected an integer") from None
+    elif isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        number = int(value)  # pandas turns nullable int columns into floats
+    else:
+        raise _fail("bad_type", name, value, "expected an unsigned integer")
+    if number < 0:
+        raise _fail("negative_amount", name, value, "must not be negative")
+    if number > maximum:
+        raise _fail("bad_value", name, value, f"exceeds {maximum.bit_length()}-bit range")
+    return number
+
+
+def parse_uint64(name: str, value: object) -> int:
+    return parse_uint(name, value, 2**64 - 1)
+
+
+def parse_timestamp(name: str, value: object) -> int:
+    """Unix seconds from an int or an ISO-8601 / BigQuery ``YYYY-MM-DD HH:MM:SS UTC`` string."""
+    if isinstance(value, str) and not value.strip().isdigit():
+        text = value.strip().removesuffix(" UTC").replace("Z", "+00:00")
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise _fail("bad_type", name, value, "expected unix seconds or an ISO time") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = int(moment.timestamp())
+        if seconds < 0:
+            raise _fail("bad_value", name, value, "is before 1970")
+        return seconds
+    return parse_uint64(name, value)
+
+
+def parse_address(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise _fail("bad_type", name, value, "expected a 0x-prefixed 20-byte hex address")
+    text = value.strip().lower()
+    if not _ADDRESS.fullmatch(text):
+        raise _fail("bad_value", name, value, "expected a 0x-prefixed 20-byte hex address")
+    return text
+
+
+def parse_optional_address(name: str, value: object) -> str | None:
+    return None if value is None or value == "" else parse_address(name, value)
+
+
+def parse_hash(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise _fail("bad_type", name, value, "expected a 0x-prefixed 32-byte hex hash")
+    text = value.strip().lower()
+    if not _HASH.fullmatch(text):
+        raise _fail("bad_value", name, value, "expected a 0x-prefixed 32-byte hex hash")
+    return text
+
+
+def parse_hex_data(name: str, value: object) -> str:
+    if value is None:
+        return "0x"
+    if not isinstance(value, str):
+        raise _fail("bad_type", name, value, "expected 0x-prefixed hex data")
+    text = value.strip().lower()
+    if not _HEX.fullmatch(text) or len(text) % 2:
+        raise _fail("bad_value", name, value, "expected 0x-prefixed hex data of whole bytes")
+    return text
+
+
+def parse_kind(name: str, value: object) -> str:
+    if not isinstance(value, str) or value.lower() not in DEX_KINDS:
+        raise _fail("bad_value", name, value, f"expected one of {', '.join(sorted(DEX_KINDS))}")
+    return value.lower()
+
+
+def _optional(parser: Any) -> Any:
+    def parse(name: str, value: object) -> Any:
+        if value is None or value == "":
+            return None
+        return parser(name, value)
+
+    return parse
+
+
+# -- records -----------------------------------------------------------------------------------
+
+
+class Record:
+    """Shared behaviour of chain records: validation from a mapping, dict export, item id."""
+
+    __slots__ = ()
+
+    record_type: ClassVar[str]
+    _parsers: ClassVar[dict[str, Any]]
+    _required: ClassVar[frozenset[str]]
+    amount_fields: ClassVar[frozenset[str]]  # uint256 fields: decimal strings on the wire
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Validate ``data`` and build the record; unknown keys are ignored."""
+        if not isinstance(data, Mapping):
+            raise RecordError("bad_type", f"a {cls.record_type} must be an object, not "
+                              f"{type(data).__name__}", value=data)
+        values: dict[str, Any] = {}
+        for name, parser in cls._parsers.items():
+            if name not in data or (data[name] is None and name in cls._required):
+                if name in cls._required:
+                    raise RecordError("missing_field", f"field {name!r} is missing", field=name)
+                continue
+            values[name] = parser(name, data[name])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (ints stay ints), in field order."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    @property
+    def item_id(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction(Record):
+    """An Ethereum transaction with its receipt status (ethereum-etl ``transactions``)."""
+
+    hash: str
+    nonce: int
+    block_number: int
+    block_timestamp: int
+    transaction_index: int
+    from_address: str
+    to_address: str | None  # None for a contract creation
+    value: int
+    gas: int
+    gas_price: int
+    input: str = "0x"
+    receipt_gas_used: int | None = None
+    receipt_status: int | None = None
+    max_fee_per_gas: int | None = None
+    max_priority_fee_per_gas: int | None = None
+    transaction_type: int | None = None
+
+    record_type: ClassVar[str] = "transaction"
+    _parsers: ClassVar[dict[str, Any]] = {
+        "hash": parse_hash,
+        "nonce": parse_uint64,
+        "block_number": parse_uint64,
+        "block_timestamp": parse_timestamp,
+        "transaction_index": parse_uint64,
+        "from_address": parse_address,
+        "to_address": parse_optional_address,
+        "value": parse_uint,
+        "gas": parse_uint64,
+        "gas_price": parse_uint,
+        "input": parse_hex_data,
+        "receipt_gas_used": _optional(parse_uint64),
+        "receipt_status": _optional(parse_uint64),
+        "max_fee_per_gas": _optional(parse_uint),
+        "max_priority_fee_per_gas": _optional(parse_uint),
+        "transaction_type": _optional(parse_uint64),
+    }
+    _required: ClassVar[frozenset[str]] = frozenset(
+        {"hash", "nonce", "block_number", "block_timestamp", "transaction_index",
+         "from_address", "value", "gas", "gas_price"}
+    )
+    amount_fields: ClassVar[frozenset[str]] = frozenset(
+        {"value", "gas_price", "max_fee_per_gas", "max_priority_fee_per_gas"}
+    )
+
+    @property
+    def item_id(self) -> str:
+        return f"transaction_{self.hash}"
+
+    @property
+    def key(self) -> str:
+        """Partition key: everything about one sender lands on one partition."""
+        return self.from_address
+
+
+@dataclass(frozen=True, slots=True)
+class DexEvent(Record):
+    """A swap, liquidity add (mint) or remove (burn), or reserves sync of one pool.
+
+    Amounts are in each token's smallest unit. ``reserve0``/``reserve1`` are the pool's
+    reserves after the event; ``liquidity`` is the LP tokens minted or burned.
+    """
+
+    pool_address: str
+    token0: str
+    token1: str
+    kind: str
+    block_number: int
+    block_timestamp: int
+    transaction_hash: str
+    log_index: int
+    amount0_in: int = 0
+    amount1_in: int = 0
+    amount0_out: int = 0
+    amount1_out: int = 0
+    reserve0: int = 0
+    reserve1: int = 0
+    sender: str | None = None
+    to: str | None = None
+    liquidity: int = 0
+    transaction_index: int | None = None
+
+    record_type: ClassVar[str] = "dex_event"
+    _parsers: ClassVar[dict[str, Any]] = {
+        "pool_address": parse_address,
+        "token0": parse_address,
+        "token1": parse_address,
+        "kind": parse_kind,
+        "block_number": parse_uint64,
+        "block_timestamp": parse_timestamp,
+        "transaction_hash": parse_hash,
+        "log_index": parse_uint64,
+        "amount0_in": parse_uint,
+        "amount1_in": parse_uint,
+        "amount0_out": parse_uint,
+        "amount1_out": parse_uint,
+        "reserve0": parse_uint,
+        "reserve1": parse_uint,
+        "sender": parse_optional_address,
+        "to": parse_optional_address,
+        "liquidity": parse_uint,
+        "transaction_index": _optional(parse_uint64),
+    }
+    _required: ClassVar[frozenset[str]] = frozenset(
+        {"pool_address", "token0", "token1", "kind", "block_number", "block_timestamp",
+         "transaction_hash", "log_index"}
+    )
+    amount_fields: ClassVar[frozenset[str]] = frozenset(
+        {"amount0_in", "amount1_in", "amount0_out", "amount1_out", "reserve0", "reserve1",
+         "liquidity"}
+    )
+
+    @property
+    def item_id(self) -> str:
+        return f"log_{self.transaction_hash}_{self.log_index}"
+
+    @property
+    def key(self) -> str:
+        """Partition key: everything about one pool lands on one partition."""
+        return self.pool_address
+
+
+ChainRecord = Transaction | DexEvent
+RECORD_TYPES: dict[str, type[Transaction] | type[DexEvent]] = {
+    Transaction.record_type: Transaction,
+    DexEvent.record_type: DexEvent,
+}

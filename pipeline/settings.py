@@ -1,0 +1,326 @@
+"""One typed settings object, the only place that builds client configuration.
+
+Values come from, lowest precedence first:
+
+1. the defaults below,
+2. a TOML file (``--config FILE`` or ``CHAINWATCH_CONFIG``),
+3. ``CHAINWATCH_*`` environment variables,
+4. command-line flags.
+
+Every setting has a dotted name; its environment variable is ``CHAINWATCH_`` plus the name
+upper-cased with dots as underscores, and in TOML the part before the dot is a table::
+
+    bootstrap_servers = "kafka-1:9092,kafka-2:9092"      # CHAINWATCH_BOOTSTRAP_SERVERS
+    [security]
+    protocol = "SASL_SSL"                                 # CHAINWATCH_SECURITY_PROTOCOL
+    sasl_password = "..."                                 # CHAINWATCH_SECURITY_SASL_PASSWORD
+    [partitions]
+    dex = 8                                               # CHAINWATCH_PARTITIONS_DEX
+
+Secrets are held in :class:`Secret`, whose ``repr`` and ``str`` never show the value.
+
+>>> s = Settings.load(env={"CHAINWATCH_SECURITY_SASL_PASSWORD": "hunter2"})
+>>> "hunter2" in repr(s)
+False
+>>> s.topics.dex
+'chain.dex'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+ENV_PREFIX = "CHAINWATCH_"
+
+
+class Secret:
+    """A string that does not show itself in ``repr``, ``str`` or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class Security:
+    """How clients authenticate to a real cluster (PLAINTEXT for the local broker)."""
+
+    protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str = ""  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    sasl_username: str = ""
+    sasl_password: Secret = field(default_factory=lambda: Secret(""))
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_password: Secret = field(default_factory=lambda: Secret(""))
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names of architecture.md."""
+
+    transactions: str = "chain.transactions"
+    dex: str = "chain.dex"
+    labels: str = "chainwatch.labels"
+    alerts: str = "chainwatch.alerts"
+    checkpoints: str = "chainwatch.checkpoints"
+    audit: str = "chainwatch.audit"
+    dlq: str = "chainwatch.dlq"
+
+    def all(self) -> dict[str, str]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True)
+class Partitions:
+    """Partition count of each topic. The audit topic has one: it is a single sequence."""
+
+    transactions: int = 4
+    dex: int = 4
+    labels: int = 4
+    alerts: int = 4
+    checkpoints: int = 4
+    audit: int = 1
+    dlq: int = 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a chainwatch service needs to know about its surroundings."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "chainwatch"
+    consumer_group: str = "chainwatch-scorer"
+    checkpoint_uri: str = "chainwatch-data/checkpoints"
+    metrics_port: int = 0  # 0: no metrics server
+    security: Security = field(default_factory=Security)
+    topics: Topics = field(default_factory=Topics)
+    partitions: Partitions = field(default_factory=Partitions)
+
+    # -- loading ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Settings:
+        """Defaults, then the TOML file, then ``CHAINWATCH_*`` variables, then ``overrides``.
+
+        ``overrides`` maps dotted names to values (``None`` values are ignored, so CLI flags
+        that were not given can be passed straight through).
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        path = config_file or env.get(ENV_PREFIX + "CONFIG")
+        if path:
+            values.update(_read_toml(Path(path)))
+        for name, _ in _fields():
+            var = env_var(name)
+            if var in env:
+                values[name] = env[var]
+        for name, value in (overrides or {}).items():
+            if value is not None:
+                values[name] = value
+        return cls._build(values)
+
+    def replace(self, **dotted: Any) -> Settings:
+        """A copy with some settings changed, by dotted name (``{"partitions.dex": 8}``)."""
+        values = {name: _get(self, name) for name, _ in _fields()}
+        values.update({k.replace("__", "."): v for k, v in dotted.items()})
+        return self._build(values)
+
+    @classmethod
+    def _build(cls, values: Mapping[str, Any]) -> Settings:
+        known = dict(_fields())
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown setting {unknown[0]!r}; known settings are: {', '.join(sorted(known))}"
+            )
+        groups: dict[str, dict[str, Any]] = {}
+        top: dict[str, Any] = {}
+        for name, raw in values.items():
+            value = _coerce(name, known[name], raw)
+            head, _, tail = name.partition(".")
+            if tail:
+                groups.setdefault(head, {})[tail] = value
+            else:
+                top[name] = value
+        for head, kwargs in groups.items():
+            top[head] = _NESTED[head](**kwargs)
+        settings = cls(**top)
+        settings._validate()
+        return settings
+
+    def _validate(self) -> None:
+        if not self.bootstrap_servers.strip():
+            raise ConfigError("bootstrap_servers is empty; give host:port, e.g. 127.0.0.1:9092")
+        for server in self.bootstrap_servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(
+                    f"bootstrap server {server.strip()!r} is not host:port, e.g. 127.0.0.1:9092"
+                )
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port {self.metrics_port} is not a port (0-65535)")
+        for f in dataclasses.fields(Partitions):
+            if getattr(self.partitions, f.name) < 1:
+                raise ConfigError(f"partitions.{f.name} must be at least 1")
+        protocols = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
+        if self.security.protocol not in protocols:
+            raise ConfigError(
+                f"security.protocol {self.security.protocol!r} is not one of "
+                f"{', '.join(sorted(protocols))}"
+            )
+
+    # -- client configuration: nothing else builds these dicts -------------------------------
+
+    def _common(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            "bootstrap_servers": [s.strip() for s in self.bootstrap_servers.split(",")],
+            "client_id": self.client_id,
+            "security_protocol": self.security.protocol,
+        }
+        sec = self.security
+        if sec.protocol.startswith("SASL"):
+            conf["sasl_mechanism"] = sec.sasl_mechanism or "PLAIN"
+            conf["sasl_plain_username"] = sec.sasl_username
+            conf["sasl_plain_password"] = sec.sasl_password.get()
+        if sec.protocol.endswith("SSL"):
+            for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                if getattr(sec, key):
+                    conf[key] = getattr(sec, key)
+            if sec.ssl_password:
+                conf["ssl_password"] = sec.ssl_password.get()
+        return conf
+
+    def admin_config(self) -> dict[str, Any]:
+        return self._common() | {"request_timeout_ms": 15_000}
+
+    def producer_config(self, **overrides: Any) -> dict[str, Any]:
+        """Durable, ordered, compressed and batched by default."""
+        conf = self._common() | {
+            "acks": "all",
+            "enable_idempotence": True,
+            "compression_type": "zstd",
+            "linger_ms": 20,
+            "batch_size": 256 * 1024,
+            "max_in_flight_requests_per_connection": 5,
+        }
+        return conf | overrides
+
+    def consumer_config(self, group_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+        """Manual commits only: offsets are committed after state is safe (see checkpoints)."""
+        conf = self._common() | {
+            "group_id": group_id or self.consumer_group,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "max_poll_records": 2000,
+            "max_poll_interval_ms": 300_000,
+            "session_timeout_ms": 10_000,
+            "heartbeat_interval_ms": 3_000,
+            "fetch_max_wait_ms": 100,
+        }
+        return conf | overrides
+
+
+_NESTED: dict[str, Callable[..., Any]] = {
+    "security": Security,
+    "topics": Topics,
+    "partitions": Partitions,
+}
+
+
+def env_var(name: str) -> str:
+    """The environment variable of a dotted setting name."""
+    return ENV_PREFIX + name.upper().replace(".", "_")
+
+
+def _fields() -> Iterator[tuple[str, type]]:
+    """(dotted name, type) of every leaf setting."""
+    for f in dataclasses.fields(Settings):
+        nested = _NESTED.get(f.name)
+        if nested is None:
+            yield f.name, _TYPES[f.name]
+        else:
+            default = nested()
+            for sub in dataclasses.fields(nested):
+                yield f"{f.name}.{sub.name}", type(getattr(default, sub.name))
+
+
+_TYPES: dict[str, type] = {
+    "bootstrap_servers": str,
+    "client_id": str,
+    "consumer_group": str,
+    "checkpoint_uri": str,
+    "metrics_port": int,
+}
+
+
+def _get(settings: Settings, name: str) -> Any:
+    obj: Any = settings
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _coerce(name: str, kind: type, raw: Any) -> Any:
+    if kind is Secret:
+        return raw if isinstance(raw, Secret) else Secret(str(raw))
+    if kind is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"setting {name} must be a whole number, not {raw!r}")
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"setting {name} must be a whole number, not {raw!r}") from None
+    if not isinstance(raw, str):
+        raise ConfigError(f"setting {name} must be a string, not {raw!r}")
+    return raw
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            for sub, subvalue in value.items():
+                flat[f"{key}.{sub}"] = subvalue
+        else:
+            flat[key] = value
+    return flat

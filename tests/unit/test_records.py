@@ -1,0 +1,154 @@
+"""Records and the wire codec: round trips, exact amounts, and garbage that only raises RecordError."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline import codec
+from pipeline.errors import RecordError
+from pipeline.records import UINT256_MAX, DexEvent, Transaction
+
+hex_bytes = lambda n: st.binary(min_size=n, max_size=n).map(lambda b: "0x" + b.hex())  # noqa: E731
+addresses = hex_bytes(20)
+hashes = hex_bytes(32)
+uint256 = st.integers(min_value=0, max_value=UINT256_MAX)
+uint64 = st.integers(min_value=0, max_value=2**64 - 1)
+optional = lambda s: st.none() | s  # noqa: E731
+
+transactions = st.builds(
+    Transaction, hash=hashes, nonce=uint64, block_number=uint64, block_timestamp=uint64,
+    transaction_index=uint64, from_address=addresses, to_address=optional(addresses),
+    value=uint256, gas=uint64, gas_price=uint256,
+    input=st.binary(max_size=64).map(lambda b: "0x" + b.hex()),
+    receipt_gas_used=optional(uint64), receipt_status=optional(st.sampled_from([0, 1])),
+    max_fee_per_gas=optional(uint256), max_priority_fee_per_gas=optional(uint256),
+    transaction_type=optional(st.integers(0, 3)),
+)
+dex_events = st.builds(
+    DexEvent, pool_address=addresses, token0=addresses, token1=addresses,
+    kind=st.sampled_from(["swap", "mint", "burn", "sync"]), block_number=uint64,
+    block_timestamp=uint64, transaction_hash=hashes, log_index=uint64, amount0_in=uint256,
+    amount1_in=uint256, amount0_out=uint256, amount1_out=uint256, reserve0=uint256,
+    reserve1=uint256, sender=optional(addresses), to=optional(addresses), liquidity=uint256,
+    transaction_index=optional(uint64),
+)
+records = transactions | dex_events
+
+
+@given(records)
+def test_encode_decode_round_trips(record: Transaction | DexEvent) -> None:
+    assert codec.decode(codec.encode(record)) == record
+
+
+@given(records)
+def test_amounts_are_decimal_strings_on_the_wire(record: Transaction | DexEvent) -> None:
+    wire = orjson.loads(codec.encode(record))
+    for name in record.amount_fields:
+        value = getattr(record, name)
+        assert wire[name] == (None if value is None else str(value))
+    assert wire["item_id"] == record.item_id
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=300)
+def test_arbitrary_bytes_raise_only_record_error(data: bytes) -> None:
+    try:
+        codec.decode(data)
+    except RecordError as exc:
+        assert exc.code
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=10,
+)
+
+
+@given(records, st.sampled_from(["value", "gas", "hash", "from_address", "reserve0", "kind",
+                                 "block_number", "log_index", "to", "schema_version", "type"]),
+       json_values)
+@settings(max_examples=300)
+def test_any_field_mutation_decodes_or_raises_record_error(
+        record: Transaction | DexEvent, name: str, value: object) -> None:
+    wire = codec.to_wire_dict(record)
+    wire[name] = value
+    try:
+        decoded = codec.decode(json.dumps(wire).encode())
+    except RecordError as exc:
+        assert exc.code in {"bad_type", "bad_value", "negative_amount", "missing_field",
+                            "unknown_schema"}
+    else:
+        assert decoded.item_id
+
+
+def tx_dict(**changes: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "hash": "0x" + "ab" * 32, "nonce": 1, "block_number": 100,
+        "block_timestamp": "2021-09-01 00:00:00 UTC", "transaction_index": 0,
+        "from_address": "0x" + "AA" * 20, "to_address": "0x" + "bb" * 20,
+        "value": "12345678901234567890123", "gas": "21000", "gas_price": 10**9,
+        "input": "0x",
+    }
+    return base | changes
+
+
+def test_from_dict_accepts_export_forms() -> None:
+    tx = Transaction.from_dict(tx_dict())
+    assert tx.block_timestamp == 1630454400
+    assert tx.from_address == "0x" + "aa" * 20  # lower-cased
+    assert tx.value == 12345678901234567890123
+    assert tx.item_id == "transaction_0x" + "ab" * 32
+    assert tx.key == tx.from_address
+
+
+@pytest.mark.parametrize(("changes", "code", "field"), [
+    ({"value": "-5"}, "negative_amount", "value"),
+    ({"value": 1.5}, "bad_type", "value"),
+    ({"value": True}, "bad_type", "value"),
+    ({"value": str(2**256)}, "bad_value", "value"),
+    ({"from_address": "0x1234"}, "bad_value", "from_address"),
+    ({"hash": None}, "missing_field", "hash"),
+    ({"block_timestamp": "yesterday"}, "bad_type", "block_timestamp"),
+    ({"input": "0xabc"}, "bad_value", "input"),
+])
+def test_invalid_fields_are_named(changes: dict[str, object], code: str, field: str) -> None:
+    with pytest.raises(RecordError) as info:
+        Transaction.from_dict(tx_dict(**changes))
+    assert info.value.code == code
+    assert info.value.field == field
+    assert repr(field) in str(info.value)
+
+
+def test_decode_rejects_unknown_schema_oversize_and_wrong_topic() -> None:
+    wire = codec.to_wire_dict(Transaction.from_dict(tx_dict()))
+    with pytest.raises(RecordError, match="schema_version") as info:
+        codec.decode(orjson.dumps(wire | {"schema_version": 99}))
+    assert info.value.code == "unknown_schema"
+    with pytest.raises(RecordError) as info:
+        codec.decode(b" " * (codec.MAX_RECORD_BYTES + 1))
+    assert info.value.code == "oversized"
+    with pytest.raises(RecordError, match="expected 'dex_event'"):
+        codec.decode(orjson.dumps(wire), expected_type="dex_event")
+    with pytest.raises(RecordError) as info:
+        codec.decode(b"\xff\xfe not json")
+    assert info.value.code == "not_json"
+
+
+def test_records_are_frozen() -> None:
+    tx = Transaction.from_dict(tx_dict())
+    with pytest.raises(AttributeError):
+        tx.value = 0  # type: ignore[misc]
+
+
+def test_big_integers_as_json_numbers_stay_exact() -> None:
+    wire = codec.to_wire_dict(Transaction.from_dict(tx_dict()))
+    wire["value"] = 123456789012345678901234567890  # ethereum-etl JSON writes numbers
+    assert codec.decode(json.dumps(wire).encode()).value == 123456789012345678901234567890
