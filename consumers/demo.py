@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.broker import LocalBroker
+
+from consumers.scorer import ScorerService
 from pipeline.progress import Progress, rate
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
 from producers.sink import KafkaSink
 from producers.synth import SynthConfig, SyntheticChain
-
-from consumers.scorer import ScorerService
 
 
 @dataclass

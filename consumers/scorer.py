@@ -26,14 +26,13 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from consumers.scoring import Scorer
 from pipeline import clients, codec
 from pipeline.dlq import DeadLetterWriter
 from pipeline.errors import RecordError
 from pipeline.metrics import ALERTS, RECORDS_CONSUMED, RECORDS_PRODUCED, SCORING_LATENCY
 from pipeline.records import DexEvent, Transaction
 from pipeline.settings import Settings
-
-from consumers.scoring import Scorer
 
 log = logging.getLogger(__name__)
 

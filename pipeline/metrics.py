@@ -6,7 +6,7 @@ types, severities, partitions), never ids or addresses.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 RECORDS_CONSUMED = Counter(
     "chainwatch_records_consumed", "Records read from Kafka", ["topic"])

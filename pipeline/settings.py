@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -252,7 +252,7 @@ class Settings:
         return conf | overrides
 
 
-_NESTED: dict[str, Callable[..., Any]] = {
+_NESTED: dict[str, type[Security] | type[Topics] | type[Partitions]] = {
     "security": Security,
     "topics": Topics,
     "partitions": Partitions,

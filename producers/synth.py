@@ -29,6 +29,7 @@ from typing import Any
 
 from pipeline.records import DexEvent, Transaction
 from producers.amm import Pool
+from producers.campaigns import schedule_campaigns
 
 WETH = "0xc02aaa39b223fe8d0a0e5c4f27ead9083c756cc2"
 ROUTER = "0x7a250d5630b4cf539739df2c5dacb4c659f2488d"  # Uniswap V2 router
@@ -191,8 +192,6 @@ class SyntheticChain:
     """Iterates blocks of background traffic with the configured campaigns woven in."""
 
     def __init__(self, config: SynthConfig) -> None:
-        from producers.campaigns import schedule_campaigns
-
         self.config = config
         self.world = World(config)
         self.campaigns = schedule_campaigns(self.world)

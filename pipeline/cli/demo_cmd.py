@@ -7,8 +7,13 @@ import json
 import sys
 from typing import Any
 
-from pipeline.cli.common import add_common, load_settings, non_negative_int, positive_int
-from pipeline.cli.common import stop_on_signals
+from pipeline.cli.common import (
+    add_common,
+    load_settings,
+    non_negative_int,
+    positive_int,
+    stop_on_signals,
+)
 
 HELP = """\
 Start a local broker, stream a synthetic chain with labelled pump-and-dump campaigns into

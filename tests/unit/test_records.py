@@ -1,4 +1,4 @@
-"""Records and the wire codec: round trips, exact amounts, and garbage that only raises RecordError."""
+"""Records and the wire codec: round trips, exact amounts, garbage raises only RecordError."""
 
 from __future__ import annotations
 

@@ -1,0 +1,136 @@
+"""The ``chainwatch`` command run as a user types it, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+CHAINWATCH = str(Path(sys.executable).with_name("chainwatch"))
+
+
+def run(*args: str, env: dict[str, str] | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CHAINWATCH, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, check=False)
+
+
+def tansu_processes() -> set[int]:
+    """PIDs of running Tansu brokers, read from /proc."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"tansu" in cmdline and b"broker" in cmdline:
+                pids.add(int(entry.name))
+    return pids
+
+
+def test_demo_json_has_the_summary_and_leaves_no_broker() -> None:
+    before = tansu_processes()
+    result = run("demo", "--json", "--seed", "4242", "--blocks", "300")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)  # stdout is exactly one JSON object
+    for key in ("events_produced", "events_scored", "alerts_by_type", "elapsed_s",
+                "events_per_s", "bootstrap"):
+        assert key in summary
+    assert summary["events_scored"] == summary["events_produced"] > 1000
+    assert summary["alerts_by_type"].get("pump_and_dump", 0) >= 1
+    assert summary["events_per_s"] > 0
+    assert "demo:" in result.stderr  # live progress went to stderr
+    time.sleep(0.5)
+    assert tansu_processes() - before == set()
+
+
+def test_demo_human_summary() -> None:
+    result = run("demo", "--blocks", "120", "--seed", "5", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "events scored" in result.stdout
+    assert "alerts" in result.stdout
+
+
+def test_help_lists_working_subcommands_with_examples() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("demo", "broker", "topics"):
+        assert command in result.stdout
+        sub = run(command, "--help")
+        assert sub.returncode == 0
+        assert "example" in sub.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ("demo", "--blocks", "zero"),
+    ("demo", "--blocks", "-3"),
+    ("broker", "--port", "99999"),
+    ("no-such-command",),
+])
+def test_bad_argument_is_one_line_without_traceback(args: tuple[str, ...]) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "error" in lines[0] and "--help" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_broker_binary_is_one_line() -> None:
+    result = run("broker", env={"CHAINWATCH_TANSU_BIN": "/nonexistent/tansu"})
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "CHAINWATCH_TANSU_BIN" in result.stderr
+
+
+def test_taken_port_is_one_line() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        result = run("broker", "--port", str(port))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_broker_runs_until_sigterm_and_prints_bootstrap() -> None:
+    proc = subprocess.Popen([CHAINWATCH, "broker"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        bootstrap = proc.stdout.readline().strip()
+        host, _, port = bootstrap.rpartition(":")
+        assert host == "127.0.0.1" and port.isdigit()
+        topics = run("topics", "--bootstrap", bootstrap)
+        assert topics.returncode == 0, topics.stderr
+        assert "chain.dex" in topics.stdout and "exists" in topics.stdout
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with socket.socket() as s:  # the port is free again: the broker is gone
+        s.bind(("127.0.0.1", int(port)))
+
+
+def test_unreachable_bootstrap_is_one_line() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run("topics", "--bootstrap", f"127.0.0.1:{port}", timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "cannot reach Kafka" in result.stderr
