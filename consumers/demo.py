@@ -53,7 +53,8 @@ class DemoResult:
             "bootstrap": self.bootstrap,
             "seed": self.seed,
             "blocks": self.blocks,
-            "campaigns": self.campaigns,
+            "campaigns": [{k: c[k] for k in ("campaign_id", "type", "subject", "start_block",
+                                             "phases", "end_block")} for c in self.campaigns],
         }
 
 

@@ -208,6 +208,7 @@ class Settings:
             "bootstrap_servers": [s.strip() for s in self.bootstrap_servers.split(",")],
             "client_id": self.client_id,
             "security_protocol": self.security.protocol,
+            "bootstrap_timeout_ms": 10_000,  # fail fast with a clear message, not after 30 s
         }
         sec = self.security
         if sec.protocol.startswith("SASL"):

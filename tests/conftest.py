@@ -7,6 +7,8 @@ test its own topics and consumer group, so tests never see each other's records.
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,15 +22,26 @@ from pipeline.settings import Settings
 
 
 def _docker_available() -> bool:
+    """Whether a Docker engine answers ``/_ping`` (without leaking the client's socket)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     try:
-        import docker
-
-        client = docker.from_env(timeout=2)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:
+        if host.startswith("unix://"):
+            conn: socket.socket = socket.socket(socket.AF_UNIX)
+            try:
+                conn.settimeout(2)
+                conn.connect(host.removeprefix("unix://"))
+            except OSError:
+                conn.close()
+                raise
+        elif host.startswith("tcp://"):
+            hostname, _, port = host.removeprefix("tcp://").rpartition(":")
+            conn = socket.create_connection((hostname, int(port)), timeout=2)
+        else:
+            return False
+        with conn:
+            conn.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return b" 200 " in conn.recv(1024)
+    except OSError:
         return False
 
 

@@ -48,8 +48,10 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(args, "log_level", "WARNING"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = getattr(args, "log_level", "WARNING")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":  # kafka-python logs every retry; chainwatch reports what matters
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
         return int(args.run(args))
     except ChainwatchError as exc:

@@ -79,7 +79,11 @@ def test_describe_groups_fails_on_authorized_operations(
     """Workaround: list groups and their committed offsets instead."""
     topic = topic_factory(partitions=1)
     consumer = consumer_factory(topic)
-    consumer.poll(timeout_ms=1500)
+    for _ in range(50):
+        consumer.poll(timeout_ms=200)
+        if consumer.assignment():
+            break
+    consumer.commit()
     group = consumer.config["group_id"]
     admin = clients.admin(settings)
     try:

@@ -25,7 +25,7 @@ def test_scores_stream_alerts_pump_and_dead_letters_bad_input(
         settings: Settings, consumer_factory: Callable[..., KafkaConsumer]) -> None:
     ensure_topics(settings)
     chain = SyntheticChain(SynthConfig(seed=21, blocks=200))
-    bad = [b"not json", b'{"type": "transaction", "hash": "0x12"}', b"[]"]
+    bad = [b"not json", b'{"type": "transaction", "nonce": 1}', b"[]"]
     with KafkaSink(settings) as sink:
         produced = 0
         for block in chain.blocks():
