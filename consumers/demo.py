@@ -12,9 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.broker import LocalBroker
-
 from consumers.scorer import ScorerService
+from pipeline.broker import LocalBroker
 from pipeline.progress import Progress, rate
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
