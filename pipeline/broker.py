@@ -13,7 +13,9 @@ Storage
                       ``data_dir`` (and the same port, so clients reconnect) resumes them. The
                       S3 key pair is made up on first start, kept in
                       ``data_dir/s3-credentials.json`` (mode 0600) and reused; it only guards
-                      this loopback server and is no real secret.
+                      this loopback server and is no real secret. One broker at a time per
+                      ``data_dir``: ``data_dir/.lock``, held by the children too, refuses a
+                      second one.
 
 Every port (Kafka, and the S3 server's master, volume, filer, S3, admin and gRPC ports) is a
 free loopback port, so several brokers run side by side.
@@ -170,9 +172,8 @@ def _s3_server_ports() -> dict[str, int]:
             if admin + _ADMIN_GRPC_OFFSET > 65535:
                 continue
             with contextlib.suppress(OSError):
-                ports["admin.port.grpc"] = bind(admin + _ADMIN_GRPC_OFFSET)
-                ports["admin.port"] = admin
-                return ports
+                admin_grpc = bind(admin + _ADMIN_GRPC_OFFSET)
+                return ports | {"admin.port": admin, "admin.port.grpc": admin_grpc}
     raise BrokerError("found no free loopback ports N and N+10000 for the S3 server's admin "
                       "service; free some ports in 10000-65535 and retry")
 

@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from collections.abc import Iterator
@@ -176,13 +177,13 @@ def test_memory_log_goes_to_a_temp_dir_removed_on_stop(
     fake = _script(tmp_path / "tansu", "exit 1")
     monkeypatch.setenv("CHAINWATCH_TANSU_BIN", str(fake))
     made: list[str] = []
-    real_mkdtemp = broker_mod.tempfile.mkdtemp
+    real_mkdtemp = tempfile.mkdtemp
 
     def recording_mkdtemp(**kwargs: str) -> str:
         made.append(real_mkdtemp(**kwargs))
         return made[-1]
 
-    monkeypatch.setattr(broker_mod.tempfile, "mkdtemp", recording_mkdtemp)
+    monkeypatch.setattr(tempfile, "mkdtemp", recording_mkdtemp)
     with pytest.raises(BrokerError):
         LocalBroker(startup_timeout_s=5).start()
     assert len(made) == 1
