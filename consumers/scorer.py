@@ -31,7 +31,7 @@ from pipeline import clients, codec
 from pipeline.dlq import DeadLetterWriter
 from pipeline.errors import RecordError
 from pipeline.metrics import ALERTS, RECORDS_CONSUMED, RECORDS_PRODUCED, SCORING_LATENCY
-from pipeline.records import DexEvent, Transaction
+from pipeline.records import DexEvent, TokenTransfer, Transaction
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,10 @@ class ScorerService:
         self.stats = ScoreStats()
         self._states: dict[TopicPartition, Scorer] = {}
         topics = settings.topics
-        self._expected = {topics.transactions: Transaction.record_type,
-                          topics.dex: DexEvent.record_type}
+        self._expected = {
+            topics.transactions: frozenset({Transaction.record_type, TokenTransfer.record_type}),
+            topics.dex: frozenset({DexEvent.record_type}),
+        }
 
     def run(self, input_finished: Callable[[], bool] | None = None) -> ScoreStats:
         """Score until stopped, or until ``input_finished()`` and every partition is caught up."""

@@ -36,7 +36,9 @@ class Scorer:
         self.events += 1
         if isinstance(record, DexEvent):
             return self._dex(record, source)
-        return self._transaction(record, source)
+        if isinstance(record, Transaction):
+            return self._transaction(record, source)
+        return []  # token transfers and labels carry no detector yet
 
     def _dex(self, ev: DexEvent, source: dict[str, Any]) -> list[Alert]:
         fresh = False

@@ -20,6 +20,7 @@ True
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -49,8 +50,8 @@ def encode(record: ChainRecord) -> bytes:
     return orjson.dumps(to_wire_dict(record))
 
 
-def decode(data: bytes, expected_type: str | None = None) -> ChainRecord:
-    """Parse and validate one message; ``expected_type`` pins the record type of a topic."""
+def decode(data: bytes, expected: Collection[str] | None = None) -> ChainRecord:
+    """Parse and validate one message; ``expected`` lists the record types a topic carries."""
     if len(data) > MAX_RECORD_BYTES:
         raise RecordError("oversized", f"record is {len(data)} bytes, over the "
                           f"{MAX_RECORD_BYTES}-byte limit")
@@ -59,15 +60,15 @@ def decode(data: bytes, expected_type: str | None = None) -> ChainRecord:
     except orjson.JSONDecodeError as exc:
         raise RecordError("not_json", f"not valid UTF-8 JSON: {exc}") from None
     try:
-        return from_wire_dict(obj, expected_type)
+        return from_wire_dict(obj, expected)
     except RecordError as exc:
         if not isinstance(exc.value, float):
             raise
         # orjson reads integers past 64 bits as floats; the standard library keeps them exact
-        return from_wire_dict(json.loads(data), expected_type)
+        return from_wire_dict(json.loads(data), expected)
 
 
-def from_wire_dict(obj: Any, expected_type: str | None = None) -> ChainRecord:
+def from_wire_dict(obj: Any, expected: Collection[str] | None = None) -> ChainRecord:
     if not isinstance(obj, dict):
         raise RecordError("bad_type", f"expected a JSON object, got {type(obj).__name__}")
     version = obj.get("schema_version", SCHEMA_VERSION)
@@ -75,10 +76,12 @@ def from_wire_dict(obj: Any, expected_type: str | None = None) -> ChainRecord:
         raise RecordError("unknown_schema", f"schema_version {version!r} is not supported "
                           f"(supported: {sorted(SUPPORTED_SCHEMA_VERSIONS)})",
                           field="schema_version", value=version)
-    kind = obj.get("type", expected_type)
-    if expected_type is not None and kind != expected_type:
-        raise RecordError("bad_value", f"field 'type': expected {expected_type!r} on this "
-                          f"topic (got {kind!r})", field="type", value=kind)
+    kind = obj.get("type")
+    if kind is None and expected is not None and len(expected) == 1:
+        kind = next(iter(expected))  # a topic of one record type may omit it
+    if expected is not None and kind not in expected:
+        raise RecordError("bad_value", f"field 'type': expected one of {sorted(expected)} on "
+                          f"this topic (got {kind!r})", field="type", value=kind)
     cls = RECORD_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise RecordError("bad_value", f"field 'type': unknown record type {kind!r}; expected "

@@ -35,8 +35,8 @@ _ADDRESS = re.compile(r"0x[0-9a-f]{40}")
 _HASH = re.compile(r"0x[0-9a-f]{64}")
 _HEX = re.compile(r"0x[0-9a-f]*")
 
-DexKind = Literal["swap", "mint", "burn", "sync"]
-DEX_KINDS: frozenset[str] = frozenset({"swap", "mint", "burn", "sync"})
+DexKind = Literal["swap", "mint", "burn", "sync", "transfer"]
+DEX_KINDS: frozenset[str] = frozenset({"swap", "mint", "burn", "sync", "transfer"})
 
 
 # -- field parsers: each takes (field name, raw value) and returns the typed value -------------
@@ -135,6 +135,16 @@ def parse_kind(name: str, value: object) -> str:
     if not isinstance(value, str) or value.lower() not in DEX_KINDS:
         raise _fail("bad_value", name, value, f"expected one of {', '.join(sorted(DEX_KINDS))}")
     return value.lower()
+
+
+def parse_text(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail("bad_type", name, value, "expected a non-empty string")
+    return value.strip()
+
+
+def parse_flag(name: str, value: object) -> int:
+    return parse_uint(name, value, 1)
 
 
 def _optional(parser: Any) -> Any:
@@ -246,7 +256,9 @@ class DexEvent(Record):
     """A swap, liquidity add (mint) or remove (burn), or reserves sync of one pool.
 
     Amounts are in each token's smallest unit. ``reserve0``/``reserve1`` are the pool's
-    reserves after the event; ``liquidity`` is the LP tokens minted or burned.
+    reserves after the event (zero when the source does not say); ``liquidity`` is the LP
+    tokens minted, burned or moved. ``transfer`` is a move of the pool's LP token between
+    holders (``sender`` → ``to``), neither a mint nor a burn.
     """
 
     pool_address: str
@@ -308,8 +320,79 @@ class DexEvent(Record):
         return self.pool_address
 
 
-ChainRecord = Transaction | DexEvent
-RECORD_TYPES: dict[str, type[Transaction] | type[DexEvent]] = {
-    Transaction.record_type: Transaction,
-    DexEvent.record_type: DexEvent,
+@dataclass(frozen=True, slots=True)
+class TokenTransfer(Record):
+    """An ERC-20 ``Transfer`` log (ethereum-etl ``token_transfers``); on the transactions
+    topic, keyed by sender."""
+
+    token_address: str
+    from_address: str
+    to_address: str
+    value: int
+    transaction_hash: str
+    log_index: int
+    block_number: int
+    block_timestamp: int | None = None  # ethereum-etl's CSV export has no timestamp
+
+    record_type: ClassVar[str] = "token_transfer"
+    _parsers: ClassVar[dict[str, Any]] = {
+        "token_address": parse_address,
+        "from_address": parse_address,
+        "to_address": parse_address,
+        "value": parse_uint,
+        "transaction_hash": parse_hash,
+        "log_index": parse_uint64,
+        "block_number": parse_uint64,
+        "block_timestamp": _optional(parse_timestamp),
+    }
+    _required: ClassVar[frozenset[str]] = frozenset(
+        {"token_address", "from_address", "to_address", "value", "transaction_hash",
+         "log_index", "block_number"}
+    )
+    amount_fields: ClassVar[frozenset[str]] = frozenset({"value"})
+
+    @property
+    def item_id(self) -> str:
+        return f"token_transfer_{self.transaction_hash}_{self.log_index}"
+
+    @property
+    def key(self) -> str:
+        return self.from_address
+
+
+@dataclass(frozen=True, slots=True)
+class Label(Record):
+    """Delayed ground truth about a subject (an item id, an address or a pool), published on
+    ``chainwatch.labels`` keyed by subject. ``released_block`` is the stream time at which
+    the label became known; ``block_number`` is that of the labelled event."""
+
+    subject: str
+    label: int  # 1: fraud (scam, phishing, rug pull, ...), 0: legitimate
+    source: str
+    block_number: int
+    released_block: int
+
+    record_type: ClassVar[str] = "label"
+    _parsers: ClassVar[dict[str, Any]] = {
+        "subject": parse_text,
+        "label": parse_flag,
+        "source": parse_text,
+        "block_number": parse_uint64,
+        "released_block": parse_uint64,
+    }
+    _required: ClassVar[frozenset[str]] = frozenset(_parsers)
+    amount_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @property
+    def item_id(self) -> str:
+        return f"label_{self.source}_{self.subject}"
+
+    @property
+    def key(self) -> str:
+        return self.subject
+
+
+ChainRecord = Transaction | DexEvent | TokenTransfer | Label
+RECORD_TYPES: dict[str, type[Transaction] | type[DexEvent] | type[TokenTransfer] | type[Label]] = {
+    cls.record_type: cls for cls in (Transaction, DexEvent, TokenTransfer, Label)
 }

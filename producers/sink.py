@@ -9,13 +9,17 @@ from kafka import KafkaProducer
 
 from pipeline import clients, codec
 from pipeline.metrics import RECORDS_PRODUCED
-from pipeline.records import ChainRecord, DexEvent
+from pipeline.records import ChainRecord, DexEvent, Label
 from pipeline.settings import Settings
 
 
 class KafkaSink:
-    """open / write / flush / close; close flushes. Transactions are keyed by sender, DEX
-    events by pool, so everything about one key lands on one partition."""
+    """open / write / flush / close; close flushes.
+
+    Transactions and token transfers go to the transactions topic keyed by sender, DEX events
+    to the DEX topic keyed by pool, labels to the labels topic keyed by subject: everything
+    about one key lands on one partition.
+    """
 
     def __init__(self, settings: Settings, **producer_overrides: Any) -> None:
         self._settings = settings
@@ -36,7 +40,11 @@ class KafkaSink:
 
     def topic_of(self, record: ChainRecord) -> str:
         topics = self._settings.topics
-        return topics.dex if isinstance(record, DexEvent) else topics.transactions
+        if isinstance(record, DexEvent):
+            return topics.dex
+        if isinstance(record, Label):
+            return topics.labels
+        return topics.transactions
 
     def write(self, record: ChainRecord) -> None:
         topic = self.topic_of(record)
