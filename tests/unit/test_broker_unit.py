@@ -18,8 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import broker as broker_mod
-from pipeline.broker import LocalBroker, find_tansu_binary, find_weed_binary, free_port
+from pipeline.broker import (
+    LocalBroker,
+    find_tansu_binary,
+    find_weed_binary,
+    free_port,
+    processes,
+    s3,
+)
 from pipeline.errors import BrokerBinaryNotFound, BrokerError, ConfigError, PortInUse
 
 
@@ -195,31 +201,31 @@ def test_kafka_probe_rejects_a_silent_server() -> None:
         server.bind(("127.0.0.1", 0))
         server.listen()
         port = int(server.getsockname()[1])
-        assert not broker_mod._kafka_answers("127.0.0.1", port)  # accepts, never answers
-    assert not broker_mod._kafka_answers("127.0.0.1", port)  # nothing listens
+        assert not processes.kafka_answers("127.0.0.1", port)  # accepts, never answers
+    assert not processes.kafka_answers("127.0.0.1", port)  # nothing listens
 
 
 def test_s3_credentials_are_made_once_and_private(tmp_path: Path) -> None:
-    first = broker_mod._s3_credentials(tmp_path)
-    assert broker_mod._s3_credentials(tmp_path) == first
-    path = tmp_path / broker_mod.CREDENTIALS_FILE
+    first = s3._s3_credentials(tmp_path)
+    assert s3._s3_credentials(tmp_path) == first
+    path = tmp_path / s3.CREDENTIALS_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     path.write_text("{not json", encoding="utf-8")
     with pytest.raises(BrokerError, match="delete it"):
-        broker_mod._s3_credentials(tmp_path)
+        s3._s3_credentials(tmp_path)
 
 
 def test_s3_server_ports_are_distinct_and_admin_grpc_is_offset() -> None:
-    ports = broker_mod._s3_server_ports()
+    ports = s3._s3_server_ports()
     assert len(set(ports.values())) == len(ports) == 10
     assert ports["admin.port.grpc"] == ports["admin.port"] + 10_000
 
 
 def test_data_dir_lock_is_exclusive(tmp_path: Path) -> None:
-    fd = broker_mod._lock_data_dir(tmp_path)
+    fd = s3.lock_data_dir(tmp_path)
     try:
         with pytest.raises(BrokerError, match="in use by another running broker"):
-            broker_mod._lock_data_dir(tmp_path)
+            s3.lock_data_dir(tmp_path)
     finally:
         os.close(fd)
-    os.close(broker_mod._lock_data_dir(tmp_path))  # free again once closed
+    os.close(s3.lock_data_dir(tmp_path))  # free again once closed
