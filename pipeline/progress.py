@@ -23,8 +23,8 @@ class Progress:
         self._tty = self._stream.isatty()
         self._interval = interval_s if self._tty else log_interval_s
         self._enabled = enabled
-        self._last = 0.0
         self.started = time.monotonic()
+        self._last = self.started  # the first line after one interval, with a real rate
 
     @property
     def elapsed(self) -> float:

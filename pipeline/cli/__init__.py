@@ -19,6 +19,9 @@ EXAMPLES = """examples:
   chainwatch demo                      # the whole pipeline on a local broker, with a summary
   chainwatch demo --json --seed 7      # the same, as one JSON object on stdout
   chainwatch broker --port 9092        # a local Kafka-protocol broker in the foreground
+  chainwatch produce synth --bootstrap 127.0.0.1:9092 --blocks 2000 --truth truth.jsonl
+  chainwatch produce replay ../shared/data/uniswap-v2-2021 --format uniswap-v2 \\
+      --bootstrap 127.0.0.1:9092 --cursor uni.cursor
   chainwatch topics --bootstrap 127.0.0.1:9092   # create chainwatch's topics
 """
 
@@ -31,7 +34,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from pipeline.cli import broker_cmd, demo_cmd, topics_cmd
+    from pipeline.cli import broker_cmd, demo_cmd, produce_cmd, topics_cmd
 
     parser = Parser(
         prog="chainwatch",
@@ -40,7 +43,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for module in (demo_cmd, broker_cmd, topics_cmd):
+    for module in (demo_cmd, produce_cmd, broker_cmd, topics_cmd):
         module.add_parser(sub)
     return parser
 
