@@ -161,6 +161,22 @@ class World:
                   amount1_in=used1, liquidity=liquidity)
         return liquidity
 
+    def launch_pool(self, creator: str, address: str, token: str, token_amount: int,
+                    weth_amount: int) -> Pool:
+        """Open a new token/WETH pool whose first mint by ``creator`` sets its price.
+
+        The pool joins :attr:`pools` and :attr:`fair_price`, so background traffic trades it.
+        """
+        pool = Pool(address=address, token0=token, token1=WETH, reserve0=0, reserve1=0,
+                    creator=creator)
+        tx = self.transaction(creator, ROUTER, weth_amount, LIQUIDITY_GAS, "0xf305d719")
+        used0, used1, liquidity = pool.mint(token_amount, weth_amount)
+        self._dex(pool, tx, "mint", sender=ROUTER, to=creator, amount0_in=used0,
+                  amount1_in=used1, liquidity=liquidity)
+        self.pools.append(pool)
+        self.fair_price[address] = pool.price
+        return pool
+
     def remove_liquidity(self, provider: str, pool: Pool, liquidity: int) -> tuple[int, int]:
         tx = self.transaction(provider, ROUTER, 0, LIQUIDITY_GAS, "0x02751cec")
         amount0, amount1 = pool.burn(liquidity)
