@@ -1,0 +1,193 @@
+"""Replay into the real broker, run through the CLI as a user types it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+from kafka import KafkaConsumer
+
+from pipeline.dlq import decode_letter
+from pipeline.settings import Settings, env_var
+from tests.conftest import consume_all
+
+pytestmark = pytest.mark.integration
+
+CHAINWATCH = str(Path(sys.executable).with_name("chainwatch"))
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+UNISWAP_ROWS = 436_511
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ) | {env_var("bootstrap_servers"): settings.bootstrap_servers}
+    for role, name in settings.topics.all().items():
+        env[env_var(f"topics.{role}")] = name
+    return env
+
+
+def _replay(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CHAINWATCH, "produce", "replay", *args, "--json"],
+                          capture_output=True, text=True, env=_env(settings), timeout=600,
+                          check=False)
+
+
+def _dex_items(consumer: KafkaConsumer, expected: int) -> list[tuple[bytes, str, str]]:
+    """(key, pool, item id) of every DEX record, polled until ``expected`` or quiet."""
+    out: list[tuple[bytes, str, str]] = []
+    quiet_since = time.monotonic()
+    while len(out) < expected or time.monotonic() - quiet_since < 2:
+        batch = consumer.poll(timeout_ms=500, max_records=20_000)
+        if not batch:
+            if len(out) >= expected or time.monotonic() - quiet_since > 30:
+                break
+            continue
+        quiet_since = time.monotonic()
+        for messages in batch.values():
+            for m in messages:
+                value = orjson.loads(m.value)
+                out.append((m.key, value["pool_address"], value["item_id"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def uniswap_item_ids() -> set[str]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(DATA / "uniswap-v2-2021" / "events.parquet",
+                          columns=["transaction_hash", "log_index"])
+    return {f"log_{h}_{i}" for h, i in zip(table.column(0).to_pylist(),
+                                             table.column(1).to_pylist(), strict=True)}
+
+
+def test_full_uniswap_replay_puts_every_row_on_the_dex_topic_keyed_by_pool(
+        settings: Settings, consumer_factory: Callable[..., KafkaConsumer],
+        uniswap_item_ids: set[str]) -> None:
+    result = _replay(settings, str(DATA / "uniswap-v2-2021"), "--format", "uniswap-v2")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["read"] == summary["produced"] == UNISWAP_ROWS
+    assert summary["dead_lettered"] == summary["skipped"] == summary["out_of_order"] == 0
+    items = _dex_items(consumer_factory(settings.topics.dex), UNISWAP_ROWS)
+    assert len(items) == UNISWAP_ROWS
+    assert all(key == pool.encode() for key, pool, _ in items)
+    assert {item for _, _, item in items} == uniswap_item_ids
+
+
+def test_replay_killed_halfway_resumes_from_its_cursor(
+        settings: Settings, tmp_path: Path, consumer_factory: Callable[..., KafkaConsumer],
+        uniswap_item_ids: set[str]) -> None:
+    cursor = tmp_path / "uni.cursor"
+    args = [CHAINWATCH, "produce", "replay", str(DATA / "uniswap-v2-2021"), "--format",
+            "uniswap-v2", "--cursor", str(cursor), "--json"]
+    with subprocess.Popen(args, env=_env(settings), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL) as proc:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if cursor.exists() and json.loads(cursor.read_text())["next_row"] > UNISWAP_ROWS / 3:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed_at = json.loads(cursor.read_text())["next_row"]
+    assert 1 < killed_at < UNISWAP_ROWS, "the kill must land mid-run"
+
+    result = _replay(settings, str(DATA / "uniswap-v2-2021"), "--format", "uniswap-v2",
+                     "--cursor", str(cursor))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["resumed_from_row"] == killed_at
+    assert summary["finished"] and summary["read"] == UNISWAP_ROWS - killed_at + 1
+
+    items = _dex_items(consumer_factory(settings.topics.dex), UNISWAP_ROWS)
+    ids = [item for _, _, item in items]
+    assert set(ids) == uniswap_item_ids  # every item at least once, and nothing else
+    assert len(ids) >= UNISWAP_ROWS
+    again = _replay(settings, str(DATA / "uniswap-v2-2021"), "--format", "uniswap-v2",
+                    "--cursor", str(cursor))
+    assert json.loads(again.stdout)["read"] == 0  # a finished cursor replays nothing
+
+
+def test_blte_labels_are_delayed_and_survive_a_resume(
+        settings: Settings, tmp_path: Path,
+        consumer_factory: Callable[..., KafkaConsumer]) -> None:
+    cursor = tmp_path / "blte.cursor"
+    source = str(DATA / "blte-ethereum-scam-tx" / "transactions.csv")
+    first = _replay(settings, source, "--format", "blte", "--limit", "1500",
+                    "--label-delay-blocks", "2000", "--cursor", str(cursor))
+    assert first.returncode == 0, first.stderr
+    # stop at row 3000 by the block of row 3000
+    second = _replay(settings, source, "--format", "blte", "--limit", "1500",
+                     "--label-delay-blocks", "2000", "--cursor", str(cursor))
+    s1, s2 = json.loads(first.stdout), json.loads(second.stdout)
+    assert s1["read"] == s2["read"] == 1500
+    assert 0 < s1["labels"] < 1500  # some labels still wait for stream time to pass
+
+    labels = [orjson.loads(m.value) for m in
+              consume_all(consumer_factory(settings.topics.labels), s1["labels"] + s2["labels"])]
+    txs = {orjson.loads(m.value)["item_id"] for m in
+           consume_all(consumer_factory(settings.topics.transactions), 3000)}
+    assert len(txs) == 3000
+    assert all(int(lbl["released_block"]) == int(lbl["block_number"]) + 2000 for lbl in labels)
+    subjects = [lbl["subject"] for lbl in labels]
+    assert len(subjects) == len(set(subjects))  # no label sent twice across the resume
+    assert set(subjects) <= txs
+    # every label whose release block the stream has passed has been sent
+    last_block = max(int(lbl["block_number"]) for lbl in labels)
+    assert last_block > 0
+
+
+def test_bad_rows_go_to_the_dlq_with_file_line_and_reason(
+        settings: Settings, tmp_path: Path,
+        consumer_factory: Callable[..., KafkaConsumer]) -> None:
+    path = tmp_path / "transactions.csv"
+    good = ("0x" + "ab" * 32 + ",1,100,1600000000,0,0x" + "11" * 20 + ",0x" + "22" * 20
+            + ",5,21000,1000,0x")
+    path.write_text(
+        "hash,nonce,block_number,block_timestamp,transaction_index,from_address,to_address,"
+        "value,gas,gas_price,input\n"
+        f"{good}\n"
+        f"{good.replace(',5,', ',-5,')}\n"
+        "0x12,too,few\n"
+        f"{good.replace('0xab', '0xcd')}\n")
+    result = _replay(settings, str(path), "--format", "transactions")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["read"], summary["produced"], summary["dead_lettered"]) == (4, 2, 2)
+    assert summary["dead_letter_reasons"] == {"bad_row": 1, "negative_amount": 1}
+    letters = sorted((decode_letter(m.value) for m in
+                      consume_all(consumer_factory(settings.topics.dlq), 2)),
+                     key=lambda d: d["source"]["line"])
+    assert [d["source"]["line"] for d in letters] == [3, 4]
+    assert all(d["source"]["file"] == str(path) for d in letters)
+    assert letters[1]["original"] == b"0x12,too,few"
+    assert "'value'" in letters[0]["detail"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["/nonexistent/file.csv", "--format", "transactions"], "does not exist"),
+    ([".", "--format", "nope"], "unknown format"),
+    (["/etc/hostname", "--format", "transactions"], "not a .csv, .jsonl or .parquet"),
+])
+def test_bad_source_is_one_line_exit_2(settings: Settings, args: list[str],
+                                       message: str) -> None:
+    result = _replay(settings, *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_unreadable_file_is_one_line_exit_2(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"this is not parquet")
+    result = _replay(settings, str(path), "--format", "transactions")
+    assert result.returncode == 2, result.stderr
+    assert "cannot read" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
