@@ -41,7 +41,8 @@ def to_wire_dict(record: ChainRecord) -> dict[str, Any]:
         "item_id": record.item_id,
     }
     amounts = record.amount_fields
-    for name, value in record.to_dict().items():
+    for name in record._parsers:  # declared field order
+        value = getattr(record, name)
         out[name] = str(value) if name in amounts and value is not None else value
     return out
 

@@ -19,7 +19,6 @@ field and value for anything else.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -186,7 +185,7 @@ class Record:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (ints stay ints), in field order."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {name: getattr(self, name) for name in self._parsers}
 
     @property
     def item_id(self) -> str:

@@ -1,10 +1,12 @@
 """Replay a historical file into Kafka: in chain order, paced, resumable, nothing lost.
 
-For each row: map it (:mod:`producers.formats`); a row the format rejects goes to the
-dead-letter topic with its file, line and reason; a row that is not for chainwatch is
-skipped; otherwise its records are sent, and its delayed labels wait in a heap until stream
-time (the block number) passes their release block. Every ``cursor_every`` rows the producer
-is flushed and only then the cursor saved, so a restart resumes with no gap.
+Reading and mapping run in a planner process (:mod:`producers.handoff`); this process sends,
+and saves the cursor after each flush. For each row: map it (:mod:`producers.formats`); a
+row the format rejects goes to the dead-letter topic with its file, line and reason; a row
+that is not for chainwatch is skipped; otherwise its records are sent, and its delayed labels
+wait in a heap until stream time (the block number) passes their release block. Every
+``cursor_every`` rows the planner asks for a checkpoint: the producer is flushed and only
+then the cursor saved, so a restart resumes with no gap.
 
 Every row read is produced, dead-lettered or skipped: ``read = produced + dead_lettered +
 skipped``.
@@ -16,17 +18,20 @@ import heapq
 import threading
 import time
 from dataclasses import dataclass, field
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 from pipeline.dlq import DeadLetterWriter
 from pipeline.errors import RecordError
 from pipeline.progress import Progress, rate
 from pipeline.records import ChainRecord, Label
-from pipeline.settings import Settings
+from pipeline.settings import Settings, Topics
+from producers import handoff
 from producers.cursor import Cursor, Position
 from producers.files import Row, count_rows, read_rows
-from producers.formats import Format
-from producers.sink import KafkaSink
+from producers.formats import make_format
+from producers.handoff import Outbox
+from producers.sink import message_for
 
 
 @dataclass(frozen=True)
@@ -61,75 +66,116 @@ class ReplaySummary:
         return self.read == self.produced + self.dead_lettered + self.skipped
 
 
+@dataclass(frozen=True)
+class ReplayJob:
+    """Everything the planner process needs, picklable."""
+
+    format_name: str
+    path: Path
+    options: ReplayOptions
+    topics: Topics
+    start: Position
+    pools: Path | None = None
+    label_delay_blocks: int = 5760
+
+
 class Replayer:
-    def __init__(self, settings: Settings, fmt: Format, path: Path,
-                 options: ReplayOptions | None = None,
-                 stop: threading.Event | None = None) -> None:
+    """Replays one source: plans records in a child process, sends and checkpoints here."""
+
+    def __init__(self, settings: Settings, format_name: str, path: Path,
+                 options: ReplayOptions | None = None, *, pools: Path | None = None,
+                 label_delay_blocks: int = 5760, stop: threading.Event | None = None) -> None:
         self.settings = settings
-        self.fmt = fmt
+        self.format_name = format_name
         self.path = path
         self.options = options or ReplayOptions()
+        self.pools = pools
+        self.label_delay_blocks = label_delay_blocks
         self.stop = stop or threading.Event()
+
+    def run(self) -> ReplaySummary:
+        # a wrong format, path or pools file fails here, with one clear line, before any work
+        make_format(self.format_name, self.pools, self.label_delay_blocks).files(self.path)
+        source = str(self.path.resolve())
+        cursor = Cursor(self.options.cursor) if self.options.cursor else None
+        start = (cursor.load(source, self.format_name) if cursor
+                 else Position(source, self.format_name))
+        if start.done:
+            return ReplaySummary(source, self.format_name, resumed_from_row=start.next_row,
+                                 finished=True)
+        job = ReplayJob(self.format_name, self.path, self.options, self.settings.topics, start,
+                        self.pools, self.label_delay_blocks)
+        summary: ReplaySummary = handoff.run(
+            plan_replay, job, self.settings, stop=self.stop, stage="replay",
+            on_checkpoint=cursor.save if cursor else None)
+        return summary
+
+
+def plan_replay(job: ReplayJob, outbox: Outbox, stop: Event) -> ReplaySummary:
+    """The planner: read, map and encode rows; runs in the child process."""
+    return _Planner(job, outbox, stop).run()
+
+
+class _Planner:
+    def __init__(self, job: ReplayJob, outbox: Outbox, stop: Event) -> None:
+        self.job = job
+        self.options = job.options
+        self.fmt = make_format(job.format_name, job.pools, job.label_delay_blocks)
+        self.outbox = outbox
+        self.stop = stop
+        self.dlq = DeadLetterWriter(outbox, job.topics.dlq, stage="replay")
         self._pending: list[tuple[int, int, Label]] = []  # (release block, row, label)
         self._last_order: tuple[int, int, int] = (0, 0, 0)
         self._pace_origin: tuple[float, int] | None = None
 
     def run(self) -> ReplaySummary:
-        opts = self.options
-        files = self.fmt.files(self.path)  # raises SourceError for a bad path or folder
-        source = str(self.path.resolve())
-        cursor = Cursor(opts.cursor) if opts.cursor else None
-        position = cursor.load(source, self.fmt.name) if cursor else Position(
-            source, self.fmt.name)
-        summary = ReplaySummary(source, self.fmt.name, resumed_from_row=position.next_row)
+        opts, position = self.options, self.job.start
+        files = self.fmt.files(self.job.path)
+        summary = ReplaySummary(position.source, self.fmt.name,
+                                resumed_from_row=position.next_row)
         total = count_rows(files)
-        if position.done:
-            summary.finished = True
-            return summary
         started = time.monotonic()
         progress = Progress(lambda: self._status(summary, total, started, position.next_row),
                             enabled=opts.progress)
-        with KafkaSink(self.settings) as sink:
-            dlq = DeadLetterWriter(sink.producer, self.settings.topics.dlq, stage="replay")
-            next_row = position.next_row
-            for row in read_rows(files, start=position.pending_from):
-                if row.number < position.next_row:  # re-reading only to rebuild labels
-                    self._collect_labels(row)
-                    continue
-                if self.stop.is_set() or (opts.limit is not None and summary.read >= opts.limit):
-                    break
-                if not self._handle(row, sink, dlq, summary):
-                    summary.read += 1
-                    break  # past --end-block
-                summary.read += 1
-                next_row = row.number + 1
-                if summary.read % opts.cursor_every == 0 and cursor:
-                    self._checkpoint(sink, cursor, source, next_row)
-                progress.tick()
-            else:
-                for _, _, label in sorted(self._pending):  # the end of the data releases all
-                    sink.write(label)
-                    summary.labels += 1
-                self._pending.clear()
-                summary.finished = True
-            sink.flush()
-            if cursor:
-                self._checkpoint(sink, cursor, source, next_row, done=summary.finished)
+        next_row = position.next_row
+        for row in read_rows(files, start=position.pending_from):
+            if row.number < position.next_row:  # re-reading only to rebuild pending labels
+                self._collect_labels(row)
+                continue
+            if self.stop.is_set() or (opts.limit is not None and summary.read >= opts.limit):
+                break
+            summary.read += 1
+            if not self._handle(row, summary):
+                break  # past --end-block
+            next_row = row.number + 1
+            if summary.read % opts.cursor_every == 0:
+                self._checkpoint(next_row)
+            progress.tick()
+        else:
+            for _, _, label in sorted(self._pending):  # the end of the data releases all
+                self._emit(label)
+                summary.labels += 1
+            self._pending.clear()
+            summary.finished = True
+        self._checkpoint(next_row, done=summary.finished)
         summary.elapsed_s = time.monotonic() - started
         summary.dead_letter_reasons = dict(sorted(summary.dead_letter_reasons.items()))
         progress.done()
         return summary
 
-    def _handle(self, row: Row, sink: KafkaSink, dlq: DeadLetterWriter,
-                summary: ReplaySummary) -> bool:
+    def _emit(self, record: ChainRecord) -> None:
+        topic, key, value = message_for(record, self.job.topics)
+        self.outbox.send(topic, value=value, key=key)
+
+    def _handle(self, row: Row, summary: ReplaySummary) -> bool:
         """Produce, dead-letter or skip one row; False once past the end block."""
         if row.error is not None:
-            self._dead_letter(dlq, summary, row, "bad_row", row.error)
+            self._dead_letter(summary, row, "bad_row", row.error)
             return True
         try:
             mapped = self.fmt.map(row)
         except RecordError as exc:
-            self._dead_letter(dlq, summary, row, exc.code, str(exc))
+            self._dead_letter(summary, row, exc.code, str(exc))
             return True
         if mapped is None or not mapped.records:
             summary.skipped += 1
@@ -141,20 +187,19 @@ class Replayer:
         if self.options.start_block is not None and block < self.options.start_block:
             summary.skipped += 1
             return True
-        self._release_labels(block, sink, summary)
+        self._release_labels(block, summary)
         for record in mapped.records:
             self._check_order(record, summary)
             self._pace(record)
-            sink.write(record)
+            self._emit(record)
         summary.produced += 1
         summary.records += len(mapped.records)
         for label in mapped.labels:
             heapq.heappush(self._pending, (label.released_block, row.number, label))
         return True
 
-    def _dead_letter(self, dlq: DeadLetterWriter, summary: ReplaySummary, row: Row,
-                     reason: str, detail: str) -> None:
-        dlq.write(row.raw, reason, detail, row.location)
+    def _dead_letter(self, summary: ReplaySummary, row: Row, reason: str, detail: str) -> None:
+        self.dlq.write(row.raw, reason, detail, row.location)
         summary.dead_lettered += 1
         summary.dead_letter_reasons[reason] = summary.dead_letter_reasons.get(reason, 0) + 1
 
@@ -166,16 +211,15 @@ class Replayer:
         for label in mapped.labels if mapped else []:
             heapq.heappush(self._pending, (label.released_block, row.number, label))
 
-    def _release_labels(self, block: int, sink: KafkaSink, summary: ReplaySummary) -> None:
+    def _release_labels(self, block: int, summary: ReplaySummary) -> None:
         while self._pending and self._pending[0][0] <= block:
-            sink.write(heapq.heappop(self._pending)[2])
+            self._emit(heapq.heappop(self._pending)[2])
             summary.labels += 1
 
-    def _checkpoint(self, sink: KafkaSink, cursor: Cursor, source: str, next_row: int,
-                    done: bool = False) -> None:
-        sink.flush()  # only what the broker has acknowledged may be behind the cursor
+    def _checkpoint(self, next_row: int, done: bool = False) -> None:
         pending_from = min((row for _, row, _ in self._pending), default=next_row)
-        cursor.save(Position(source, self.fmt.name, next_row, pending_from, done))
+        self.outbox.checkpoint(Position(self.job.start.source, self.fmt.name, next_row,
+                                        pending_from, done))
 
     def _check_order(self, record: ChainRecord, summary: ReplaySummary) -> None:
         order = (record.block_number, getattr(record, "transaction_index", None) or 0,
@@ -194,6 +238,7 @@ class Replayer:
         wall0, stream0 = self._pace_origin
         delay = wall0 + (timestamp - stream0) / speed - time.monotonic()
         if delay > 0:
+            self.outbox.flush()  # what is due now goes out before the wait
             self.stop.wait(delay)
 
     @staticmethod

@@ -10,7 +10,18 @@ from kafka import KafkaProducer
 from pipeline import clients, codec
 from pipeline.metrics import RECORDS_PRODUCED
 from pipeline.records import ChainRecord, DexEvent, Label
-from pipeline.settings import Settings
+from pipeline.settings import Settings, Topics
+
+
+def message_for(record: ChainRecord, topics: Topics) -> tuple[str, bytes, bytes]:
+    """(topic, key, value) of a record: its topic by type, keyed for state locality."""
+    if isinstance(record, DexEvent):
+        topic = topics.dex
+    elif isinstance(record, Label):
+        topic = topics.labels
+    else:
+        topic = topics.transactions
+    return topic, record.key.encode(), codec.encode(record)
 
 
 class KafkaSink:
@@ -25,6 +36,7 @@ class KafkaSink:
         self._settings = settings
         self._overrides = producer_overrides
         self._producer: KafkaProducer | None = None
+        self._counters: dict[str, Any] = {}
         self.produced = 0
 
     def open(self) -> KafkaSink:
@@ -38,18 +50,13 @@ class KafkaSink:
             raise RuntimeError("KafkaSink is not open; call open() or use it as a context")
         return self._producer
 
-    def topic_of(self, record: ChainRecord) -> str:
-        topics = self._settings.topics
-        if isinstance(record, DexEvent):
-            return topics.dex
-        if isinstance(record, Label):
-            return topics.labels
-        return topics.transactions
-
     def write(self, record: ChainRecord) -> None:
-        topic = self.topic_of(record)
-        self.producer.send(topic, value=codec.encode(record), key=record.key.encode())
-        RECORDS_PRODUCED.labels(topic=topic).inc()
+        topic, key, value = message_for(record, self._settings.topics)
+        self.producer.send(topic, value=value, key=key)
+        counter = self._counters.get(topic)
+        if counter is None:
+            counter = self._counters[topic] = RECORDS_PRODUCED.labels(topic=topic)
+        counter.inc()
         self.produced += 1
 
     def flush(self) -> None:

@@ -6,12 +6,16 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
 from pipeline.progress import Progress, rate
-from pipeline.settings import Settings
-from producers.sink import KafkaSink
+from pipeline.records import ChainRecord
+from pipeline.settings import Settings, Topics
+from producers import handoff
+from producers.handoff import Outbox
+from producers.sink import message_for
 from producers.synth import SynthConfig, SyntheticChain
 
 
@@ -40,37 +44,57 @@ def write_truth(path: Path, truth: list[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
+@dataclass(frozen=True)
+class SynthJob:
+    config: SynthConfig
+    topics: Topics
+    rate_per_s: float | None = None
+    progress: bool = True
+
+
 def produce_synth(settings: Settings, config: SynthConfig, truth_path: Path | None = None,
                   *, rate_per_s: float | None = None, progress: bool = True,
                   stop: threading.Event | None = None) -> SynthSummary:
-    """Stream ``config.blocks`` blocks; pace to ``rate_per_s`` events/s when given."""
-    stop = stop or threading.Event()
+    """Stream ``config.blocks`` blocks; pace to ``rate_per_s`` events/s when given.
+
+    The truth file is written first: campaigns are planned before any event is made. The
+    chain is generated in a planner process (:mod:`producers.handoff`) and sent from here.
+    """
+    if truth_path is not None:
+        write_truth(truth_path, SyntheticChain(config).truth)
+    job = SynthJob(config, settings.topics, rate_per_s, progress)
+    summary: SynthSummary = handoff.run(plan_synth, job, settings, stop=stop, stage="synth")
+    summary.truth_path = str(truth_path) if truth_path else None
+    return summary
+
+
+def plan_synth(job: SynthJob, outbox: Outbox, stop: Event) -> SynthSummary:
+    """The planner: generate blocks and encode their records; runs in the child process."""
+    config, topics = job.config, job.topics
     chain = SyntheticChain(config)
     summary = SynthSummary(config.seed, config.blocks, campaigns=len(chain.campaigns))
-    if truth_path is not None:
-        write_truth(truth_path, chain.truth)  # planned up front: known before any event
-        summary.truth_path = str(truth_path)
     started = time.monotonic()
+    blocks_done = 0
     status = Progress(lambda: (
         f"synth: block {blocks_done:,}/{config.blocks:,} · {summary.produced:,} events · "
-        f"{rate(summary.produced, time.monotonic() - started)}"), enabled=progress)
-    blocks_done = 0
-    with KafkaSink(settings) as sink:
-        for block in chain.blocks():
-            if stop.is_set():
-                break
-            for tx in block.transactions:
-                sink.write(tx)
-            for ev in block.dex_events:
-                sink.write(ev)
-            summary.transactions += len(block.transactions)
-            summary.dex_events += len(block.dex_events)
-            blocks_done += 1
-            if rate_per_s:
-                ahead = summary.produced / rate_per_s - (time.monotonic() - started)
-                if ahead > 0:
-                    stop.wait(ahead)
-            status.tick()
+        f"{rate(summary.produced, time.monotonic() - started)}"), enabled=job.progress)
+    for block in chain.blocks():
+        if stop.is_set():
+            break
+        records: list[ChainRecord] = [*block.transactions, *block.dex_events]
+        for record in records:
+            topic, key, value = message_for(record, topics)
+            outbox.send(topic, value=value, key=key)
+        summary.transactions += len(block.transactions)
+        summary.dex_events += len(block.dex_events)
+        blocks_done += 1
+        if job.rate_per_s:
+            ahead = summary.produced / job.rate_per_s - (time.monotonic() - started)
+            if ahead > 0:
+                outbox.flush()
+                stop.wait(ahead)
+        status.tick()
+    outbox.flush()
     summary.elapsed_s = time.monotonic() - started
     status.done()
     return summary

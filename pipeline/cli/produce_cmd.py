@@ -156,13 +156,13 @@ def run_replay(args: argparse.Namespace) -> int:
     from producers.formats import make_format
     from producers.replay import Replayer, ReplayOptions
 
-    fmt = make_format(args.format, args.pools, args.label_delay_blocks)
-    fmt.files(args.path)  # a wrong path fails here, before any connection
+    make_format(args.format, args.pools, args.label_delay_blocks).files(args.path)  # fail fast
     settings = load_settings(args)
     ensure_topics(settings)
     options = ReplayOptions(speed=args.speed, limit=args.limit, start_block=args.start_block,
                             end_block=args.end_block, cursor=args.cursor)
-    summary = Replayer(settings, fmt, args.path, options, stop=stop_on_signals()).run()
+    summary = Replayer(settings, args.format, args.path, options, pools=args.pools,
+                       label_delay_blocks=args.label_delay_blocks, stop=stop_on_signals()).run()
     if args.json:
         print(json.dumps(asdict(summary)))
         return 0

@@ -131,7 +131,7 @@ def test_unknown_format_and_missing_path(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="does not exist"):
         source_files(tmp_path / "missing.csv")
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(SourceError, match="no .csv, .jsonl or .parquet"):
+    with pytest.raises(SourceError, match=r"no \.csv, \.jsonl or \.parquet"):
         source_files(tmp_path)
 
 

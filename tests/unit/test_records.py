@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 
 from pipeline import codec
 from pipeline.errors import RecordError
-from pipeline.records import UINT256_MAX, ChainRecord, DexEvent, Label, TokenTransfer, Transaction
+from pipeline.records import (
+    RECORD_TYPES,
+    UINT256_MAX,
+    ChainRecord,
+    DexEvent,
+    Label,
+    TokenTransfer,
+    Transaction,
+)
 
 hex_bytes = lambda n: st.binary(min_size=n, max_size=n).map(lambda b: "0x" + b.hex())  # noqa: E731
 addresses = hex_bytes(20)
@@ -162,3 +170,11 @@ def test_big_integers_as_json_numbers_stay_exact() -> None:
     wire = codec.to_wire_dict(Transaction.from_dict(tx_dict()))
     wire["value"] = 123456789012345678901234567890  # ethereum-etl JSON writes numbers
     assert codec.decode(json.dumps(wire).encode()).value == 123456789012345678901234567890
+
+
+def test_parsers_follow_the_declared_field_order() -> None:
+    """to_dict and the wire format walk ``_parsers``: it must list every field in order."""
+    import dataclasses
+
+    for cls in RECORD_TYPES.values():
+        assert [f.name for f in dataclasses.fields(cls)] == list(cls._parsers)
