@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from pipeline import clients
-from pipeline.settings import Settings
+from pipeline.settings import Settings, env_var
 
 
 def _docker_available() -> bool:
@@ -63,6 +65,17 @@ def kafka_bootstrap(broker_kind: str) -> Iterator[str]:
 
     with LocalBroker() as broker:
         yield broker.bootstrap
+
+
+CHAINWATCH = str(Path(sys.executable).with_name("chainwatch"))  # the installed console script
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment that points the ``chainwatch`` command at ``settings``."""
+    env = dict(os.environ) | {env_var("bootstrap_servers"): settings.bootstrap_servers}
+    for role, name in settings.topics.all().items():
+        env[env_var(f"topics.{role}")] = name
+    return env
 
 
 def unique(prefix: str) -> str:

@@ -6,15 +6,15 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import CHAINWATCH
+
 pytestmark = pytest.mark.e2e
 
-CHAINWATCH = str(Path(sys.executable).with_name("chainwatch"))
 
 
 def run(*args: str, env: dict[str, str] | None = None,

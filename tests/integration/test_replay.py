@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,26 +14,18 @@ import pytest
 from kafka import KafkaConsumer
 
 from pipeline.dlq import decode_letter
-from pipeline.settings import Settings, env_var
-from tests.conftest import consume_all
+from pipeline.settings import Settings
+from tests.conftest import CHAINWATCH, cli_env, consume_all
 
 pytestmark = pytest.mark.integration
 
-CHAINWATCH = str(Path(sys.executable).with_name("chainwatch"))
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 UNISWAP_ROWS = 436_511
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ) | {env_var("bootstrap_servers"): settings.bootstrap_servers}
-    for role, name in settings.topics.all().items():
-        env[env_var(f"topics.{role}")] = name
-    return env
-
-
 def _replay(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([CHAINWATCH, "produce", "replay", *args, "--json"],
-                          capture_output=True, text=True, env=_env(settings), timeout=600,
+                          capture_output=True, text=True, env=cli_env(settings), timeout=600,
                           check=False)
 
 
@@ -87,7 +77,7 @@ def test_replay_killed_halfway_resumes_from_its_cursor(
     cursor = tmp_path / "uni.cursor"
     args = [CHAINWATCH, "produce", "replay", str(DATA / "uniswap-v2-2021"), "--format",
             "uniswap-v2", "--cursor", str(cursor), "--json"]
-    with subprocess.Popen(args, env=_env(settings), stdout=subprocess.DEVNULL,
+    with subprocess.Popen(args, env=cli_env(settings), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL) as proc:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
