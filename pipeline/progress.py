@@ -55,3 +55,11 @@ def rate(count: float, seconds: float) -> str:
     """A human rate: ``12.3k/s``."""
     per_s = count / seconds if seconds > 0 else 0.0
     return f"{per_s / 1000:.1f}k/s" if per_s >= 1000 else f"{per_s:.0f}/s"
+
+
+def eta(done: float, total: float, elapsed: float) -> str:
+    """Time left as ``m:ss`` at the rate so far (``-:--`` before there is a rate)."""
+    if done <= 0 or elapsed <= 0:
+        return "-:--"
+    left = int(max(total - done, 0) * elapsed / done)
+    return f"{left // 60}:{left % 60:02d}"

@@ -36,6 +36,7 @@ from pipeline.settings import Settings
 BATCH = 2_000
 Message = tuple[str, bytes | None, bytes, int | None]  # topic, key, value, partition
 QUEUE_BATCHES = 8
+PARTITION_CACHE = 200_000  # keys remembered; cleared whole when full (bounded memory)
 Job = TypeVar("Job")
 Result = TypeVar("Result")
 Planner = Callable[[Any, "Outbox", Event], Any]
@@ -54,12 +55,18 @@ class Outbox:
         self._partitions = partitions
         self._batch_size = batch
         self._batch: list[Message] = []
+        self._partition_of: dict[tuple[str, bytes], int] = {}  # keys repeat: pools, senders
         self.sent = 0
 
     def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> None:
         partition = None
         if key is not None and topic in self._partitions:
-            partition = (murmur2(key) & 0x7FFFFFFF) % self._partitions[topic]
+            partition = self._partition_of.get((topic, key))
+            if partition is None:
+                if len(self._partition_of) >= PARTITION_CACHE:
+                    self._partition_of.clear()
+                partition = (murmur2(key) & 0x7FFFFFFF) % self._partitions[topic]
+                self._partition_of[topic, key] = partition
         self._batch.append((topic, key, value or b"", partition))
         self.sent += 1
         if len(self._batch) >= self._batch_size:

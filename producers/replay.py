@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pipeline.dlq import DeadLetterWriter
 from pipeline.errors import RecordError
-from pipeline.progress import Progress, rate
+from pipeline.progress import Progress, eta, rate
 from pipeline.records import ChainRecord, Label
 from pipeline.settings import Settings, Topics
 from producers import handoff
@@ -246,7 +246,6 @@ class _Planner:
         elapsed = time.monotonic() - started
         todo = max(total - first_row + 1, 1)
         done = summary.read
-        eta = (todo - done) * elapsed / done if done else 0.0
         return (f"replay {summary.format}: {done:,}/{todo:,} rows ({100 * done / todo:.0f}%) · "
-                f"{rate(done, elapsed)} · ETA {int(eta) // 60}:{int(eta) % 60:02d} · "
+                f"{rate(done, elapsed)} · ETA {eta(done, todo, elapsed)} · "
                 f"{summary.dead_lettered:,} dead-lettered")

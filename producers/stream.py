@@ -10,7 +10,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
-from pipeline.progress import Progress, rate
+from pipeline.progress import Progress, eta, rate
 from pipeline.records import ChainRecord
 from pipeline.settings import Settings, Topics
 from producers import handoff
@@ -76,8 +76,11 @@ def plan_synth(job: SynthJob, outbox: Outbox, stop: Event) -> SynthSummary:
     started = time.monotonic()
     blocks_done = 0
     status = Progress(lambda: (
-        f"synth: block {blocks_done:,}/{config.blocks:,} · {summary.produced:,} events · "
-        f"{rate(summary.produced, time.monotonic() - started)}"), enabled=job.progress)
+        f"synth: block {blocks_done:,}/{config.blocks:,} "
+        f"({100 * blocks_done // config.blocks}%) · {summary.produced:,} events · "
+        f"{rate(summary.produced, time.monotonic() - started)} · ETA "
+        f"{eta(blocks_done, config.blocks, time.monotonic() - started)}"),
+        enabled=job.progress)
     for block in chain.blocks():
         if stop.is_set():
             break
