@@ -97,8 +97,9 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
         settings = settings.replace(bootstrap_servers=broker.bootstrap)
         ensure_topics(settings)
         producer = _Producer(settings, chain, stop)
-        scorer = ScorerService(settings, stop=stop, session_timeout_ms=6000,
-                               heartbeat_interval_ms=1000)
+        # one member in the group: a short session makes the join take ~1 s, not ~5 s
+        scorer = ScorerService(settings, stop=stop, session_timeout_ms=2000,
+                               heartbeat_interval_ms=500)
         status = Progress(lambda: (
             f"demo: produced {producer.transactions + producer.dex_events:,} · scored "
             f"{scorer.stats.consumed:,} ({rate(scorer.stats.consumed, status.elapsed)}) · "
