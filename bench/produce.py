@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -71,11 +72,39 @@ def replay_rate(bootstrap: str, events: int) -> float:
     return summary.records / summary.elapsed_s
 
 
+def replay_memory(bootstrap: str) -> list[tuple[int, float, float]]:
+    """Peak RSS (MiB) of the sending and the planner process, each run in a fresh process,
+    for a short and for the full uniswap-v2 replay: equal peaks mean memory does not grow
+    with the rows read."""
+    peaks = []
+    for rows in (50_000, 0):
+        out = subprocess.run([sys.executable, __file__, "--memory-probe", str(rows),
+                              "--bootstrap", bootstrap], capture_output=True, text=True,
+                             check=True).stdout.split()
+        peaks.append((int(out[0]), float(out[1]), float(out[2])))
+    return peaks
+
+
+def memory_probe(bootstrap: str, rows: int) -> None:
+    import resource
+
+    summary = Replayer(fresh_settings(bootstrap), "uniswap-v2", DATA / "uniswap-v2-2021",
+                       ReplayOptions(limit=rows or None, progress=False)).run()
+    sender = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    planner = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(summary.read, sender, planner)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_probe is not None:
+        memory_probe(args.bootstrap, args.memory_probe)
+        return
     print(f"chainwatch producer bench: {args.events:,} events per run, best of {args.repeat}, "
           f"{os.cpu_count()} CPUs", flush=True)
     with LocalBroker() as broker:
@@ -87,10 +116,13 @@ def main() -> None:
                 best = max(best, fn(broker.bootstrap, args.events))
             results[name] = best
             print(f"  {name:<20} {best:>10,.0f} events/s", flush=True)
-    raw = results["raw kafka-python"]
-    print("ratio to raw kafka-python in this run:")
-    for name in ("synth", "replay uniswap-v2"):
-        print(f"  {name:<20} {results[name] / raw:>10.0%}")
+        raw = results["raw kafka-python"]
+        print("ratio to raw kafka-python in this run:")
+        for name in ("synth", "replay uniswap-v2"):
+            print(f"  {name:<20} {results[name] / raw:>10.0%}")
+        print("peak RSS replaying uniswap-v2 (sender / planner process):", flush=True)
+        for rows, sender, planner in replay_memory(broker.bootstrap):
+            print(f"  {rows:>9,} rows {sender:>8.0f} MiB / {planner:.0f} MiB")
 
 
 if __name__ == "__main__":

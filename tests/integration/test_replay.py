@@ -181,3 +181,35 @@ def test_unreadable_file_is_one_line_exit_2(settings: Settings, tmp_path: Path) 
     assert result.returncode == 2, result.stderr
     assert "cannot read" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def _transactions_csv(path: Path, blocks: range, seconds_per_block: int) -> Path:
+    header = ("hash,nonce,block_number,block_timestamp,transaction_index,from_address,"
+              "to_address,value,gas,gas_price,input\n")
+    rows = [f"0x{b:064x},0,{b},{1_600_000_000 + seconds_per_block * (b - blocks[0])},0,"
+            f"0x{'11' * 20},0x{'22' * 20},1,21000,1,0x\n" for b in blocks]
+    path.write_text(header + "".join(rows))
+    return path
+
+
+def test_block_range_and_limit(settings: Settings, tmp_path: Path) -> None:
+    path = _transactions_csv(tmp_path / "tx.csv", range(100, 120), 12)
+    ranged = json.loads(_replay(settings, str(path), "--format", "transactions",
+                                "--start-block", "105", "--end-block", "109").stdout)
+    assert ranged["produced"] == 5  # blocks 105..109
+    assert ranged["skipped"] == 6  # 100..104 before the range, then 110 ends the run
+    assert ranged["read"] == ranged["produced"] + ranged["dead_lettered"] + ranged["skipped"]
+    limited = json.loads(_replay(settings, str(path), "--format", "transactions",
+                                 "--limit", "7").stdout)
+    assert (limited["read"], limited["produced"], limited["finished"]) == (7, 7, False)
+
+
+def test_speed_paces_by_block_timestamps(settings: Settings, tmp_path: Path) -> None:
+    path = _transactions_csv(tmp_path / "tx.csv", range(100, 111), 2)  # 20 s of chain time
+    started = time.monotonic()
+    result = _replay(settings, str(path), "--format", "transactions", "--speed", "10x")
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert took >= 2.0  # 20 s of blocks at 10x take at least 2 s
+    bad = _replay(settings, str(path), "--format", "transactions", "--speed", "fast")
+    assert bad.returncode == 2 and "max, 1x or Nx" in bad.stderr
