@@ -7,7 +7,10 @@
     │   └── PortInUse            the requested port is taken
     ├── RecordError              one input record is invalid (field, value, reason); such a
     │                            record goes to the dead-letter topic, it never stops a service
-    └── SourceError              an input file or dataset cannot be read
+    ├── SourceError              an input file or dataset cannot be read
+    └── CheckpointError          a checkpoint cannot be saved, listed or loaded, or it is
+                                 refused: its content does not match the digest in its name,
+                                 or the digest is not in the audit log
 
 Messages say what went wrong and what to do next, in one line, so the CLI can print them as
 they are and exit with status 2.
@@ -38,6 +41,10 @@ class PortInUse(BrokerError):
 
 class SourceError(ChainwatchError):
     """An input file or dataset cannot be opened or read."""
+
+
+class CheckpointError(ChainwatchError):
+    """A checkpoint store is unusable, or one checkpoint is corrupt, untrusted or missing."""
 
 
 class RecordError(ChainwatchError):
