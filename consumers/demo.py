@@ -7,9 +7,11 @@ producer thread while the scorer consumes and alerts, then stops the broker and 
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from consumers.scorer import ScorerService
@@ -93,8 +95,9 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
     stop = stop or threading.Event()
     chain = SyntheticChain(SynthConfig(seed=seed, blocks=blocks))
     started = time.monotonic()
-    with LocalBroker() as broker:
-        settings = settings.replace(bootstrap_servers=broker.bootstrap)
+    with LocalBroker() as broker, tempfile.TemporaryDirectory(prefix="chainwatch-") as tmp:
+        settings = settings.replace(bootstrap_servers=broker.bootstrap,
+                                    checkpoint_uri=str(Path(tmp) / "checkpoints"))
         ensure_topics(settings)
         producer = _Producer(settings, chain, stop)
         # one member in the group: a short session makes the join take ~1 s, not ~5 s

@@ -1,17 +1,18 @@
 """The scorer service: a Kafka consumer-group member that scores every event it is assigned.
 
-State is kept per input partition (one :class:`~consumers.scoring.Scorer` each), because keys
-decide locality: all events of one pool, or of one sender, land on one partition.
+It subscribes to the transactions, DEX and labels topics with the range assignor, so each
+member holds whole tasks (:mod:`consumers.tasks`): on assignment a task is restored from its
+checkpoint, on revocation it is checkpointed and released. Scale out by starting more
+members with the same group.
 
-Each poll returns a batch; for every record in it:
+For every polled record:
 
 1. decode and validate it; a bad record goes to the dead-letter topic with its reason and
-   offset, and processing goes on;
-2. score it, and send any alert to the alerts topic, keyed by subject;
+   source offset, and processing goes on (so does a record whose scoring raised);
+2. score it in its task's state, and send any alert to the alerts topic, keyed by subject.
 
-then, after the batch, flush the producer and only then commit the consumed offsets, so an
-alert is never lost behind a committed offset (a crash re-sends it; its deterministic id and
-bytes make the duplicate harmless).
+Each task is checkpointed every ``checkpoint_every`` records or ``checkpoint_interval_s``
+seconds, on revocation and on shutdown, in the order documented in :mod:`consumers.tasks`.
 """
 
 from __future__ import annotations
@@ -24,15 +25,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.coordinator.assignors.range import RangePartitionAssignor
 
-from consumers.scoring import Scorer
 from pipeline import clients, codec
 from pipeline.dlq import DeadLetterWriter
-from pipeline.errors import RecordError
+from pipeline.errors import ConfigError, RecordError
 from pipeline.metrics import ALERTS, RECORDS_CONSUMED, RECORDS_PRODUCED, SCORING_LATENCY
-from pipeline.records import DexEvent, TokenTransfer, Transaction
+from pipeline.records import DexEvent, Label, TokenTransfer, Transaction
 from pipeline.settings import Settings
+
+from consumers.scoring import Scorer
+from consumers.tasks import Task, TaskManager
 
 log = logging.getLogger(__name__)
 
@@ -48,76 +52,109 @@ class ScoreStats:
 class ScorerService:
     """Consumes the chain topics in a consumer group and produces alerts."""
 
-    def __init__(self, settings: Settings, stop: threading.Event | None = None,
-                 poll_timeout_ms: int = 200, **consumer_overrides: Any) -> None:
+    def __init__(self, settings: Settings, stop: threading.Event | None = None, *,
+                 poll_timeout_ms: int = 200, checkpoint_every: int = 50_000,
+                 checkpoint_interval_s: float = 30.0,
+                 scorer_factory: Callable[[], Scorer] = Scorer,
+                 trusted: Callable[[str], bool] | None = None,
+                 **consumer_overrides: Any) -> None:
         self.settings = settings
         self.stop_event = stop or threading.Event()
         self.poll_timeout_ms = poll_timeout_ms
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.scorer_factory = scorer_factory
+        self.trusted = trusted
         self._consumer_overrides = consumer_overrides
         self.stats = ScoreStats()
-        self._states: dict[TopicPartition, Scorer] = {}
         topics = settings.topics
         self._expected = {
             topics.transactions: frozenset({Transaction.record_type, TokenTransfer.record_type}),
             topics.dex: frozenset({DexEvent.record_type}),
+            topics.labels: frozenset({Label.record_type}),
         }
+        self.tasks: TaskManager | None = None
 
     def run(self, input_finished: Callable[[], bool] | None = None) -> ScoreStats:
         """Score until stopped, or until ``input_finished()`` and every partition is caught up."""
-        consumer = clients.consumer(self.settings, *self._expected,
-                                    **self._consumer_overrides)
         producer = clients.producer(self.settings, linger_ms=5)
+        consumer = clients.consumer(
+            self.settings, **({"partition_assignment_strategy": [RangePartitionAssignor]}
+                              | self._consumer_overrides))
+        tasks = self.tasks = TaskManager(self.settings, self.settings.checkpoint_store(),
+                                         producer, self.scorer_factory, self.trusted)
         dlq = DeadLetterWriter(producer, self.settings.topics.dlq, stage="scorer")
         try:
+            self._check_co_partitioned(consumer)
+            consumer.subscribe(list(self._expected), listener=_Rebalance(consumer, tasks))
             while not self.stop_event.is_set():
                 batch = consumer.poll(timeout_ms=self.poll_timeout_ms)
                 if batch:
-                    self._score_batch(batch, producer, dlq)
-                    producer.flush()
-                    consumer.commit()
+                    self._score_batch(batch, producer, dlq, tasks)
+                    for task in list(tasks.tasks.values()):
+                        if tasks.due(task, self.checkpoint_every, self.checkpoint_interval_s):
+                            tasks.checkpoint(consumer, task)
                 elif input_finished is not None and input_finished() and \
                         self._caught_up(consumer):
                     break
+            tasks.checkpoint_all(consumer)  # a clean stop leaves nothing to re-read
         finally:
+            consumer.close()  # leaves the group; its revocation checkpoints need the producer
             producer.close()
-            consumer.close()
         return self.stats
 
+    def _check_co_partitioned(self, consumer: KafkaConsumer) -> None:
+        counts = {}
+        for topic in self._expected:
+            found = consumer.partitions_for_topic(topic)
+            if not found:
+                raise ConfigError(f"topic {topic} does not exist; create the topics with "
+                                  "`chainwatch topics`")
+            counts[topic] = len(found)
+        if len(set(counts.values())) != 1:
+            shown = ", ".join(f"{t} {n}" for t, n in counts.items())
+            raise ConfigError(f"the scorer needs equal partition counts on its input topics, "
+                              f"so that a key's records meet in one task; found {shown}")
+
     def _score_batch(self, batch: dict[TopicPartition, list[Any]], producer: KafkaProducer,
-                     dlq: DeadLetterWriter) -> None:
+                     dlq: DeadLetterWriter, tasks: TaskManager) -> None:
         started = time.perf_counter()
         count = 0
-        alerts_topic = self.settings.topics.alerts
         for tp, messages in batch.items():
-            scorer = self._states.get(tp)
-            if scorer is None:
-                scorer = self._states[tp] = Scorer()
-            expected = self._expected[tp.topic]
+            task = tasks.tasks.get(tp.partition)
+            if task is None:  # revoked while this batch was in flight: its owner re-reads
+                continue
             RECORDS_CONSUMED.labels(topic=tp.topic).inc(len(messages))
-            for msg in messages:
-                count += 1
-                source = {"topic": tp.topic, "partition": tp.partition, "offset": msg.offset}
-                try:
-                    record = codec.decode(msg.value, expected)
-                    alerts = scorer.process(record, source)
-                except RecordError as exc:
-                    dlq.write_error(msg.value or b"", exc, source)
-                    continue
-                except Exception as exc:  # a bug must not stop the service: keep the record
-                    log.exception("scoring failed at %s", source)
-                    dlq.write(msg.value or b"", "processing_error", repr(exc), source)
-                    continue
-                for alert in alerts:
-                    producer.send(alerts_topic, value=alert.to_json(),
-                                  key=alert.subject.encode())
-                    RECORDS_PRODUCED.labels(topic=alerts_topic).inc()
-                    ALERTS.labels(type=alert.type, severity=alert.severity).inc()
-                    self.stats.alerts_by_type[alert.type] += 1
+            count += len(messages)
+            self._score_messages(task, tp, messages, producer, dlq)
         self.stats.consumed += count
         self.stats.dead_lettered = dlq.count
         self.stats.scored = self.stats.consumed - self.stats.dead_lettered
         if count:
             SCORING_LATENCY.observe((time.perf_counter() - started) / count)
+
+    def _score_messages(self, task: Task, tp: TopicPartition, messages: list[Any],
+                        producer: KafkaProducer, dlq: DeadLetterWriter) -> None:
+        expected = self._expected[tp.topic]
+        alerts_topic = self.settings.topics.alerts
+        for msg in messages:
+            source = {"topic": tp.topic, "partition": tp.partition, "offset": msg.offset}
+            try:
+                record = codec.decode(msg.value or b"", expected)
+                alerts = task.scorer.process(record, source)
+            except RecordError as exc:
+                dlq.write_error(msg.value or b"", exc, source)
+                alerts = []
+            except Exception as exc:  # a bug must not stop the service: keep the record
+                log.exception("scoring failed at %s", source)
+                dlq.write(msg.value or b"", "processing_error", repr(exc), source)
+                alerts = []
+            task.advance(tp.topic, msg.offset)
+            for alert in alerts:
+                producer.send(alerts_topic, value=alert.to_json(), key=alert.subject.encode())
+                RECORDS_PRODUCED.labels(topic=alerts_topic).inc()
+                ALERTS.labels(type=alert.type, severity=alert.severity).inc()
+                self.stats.alerts_by_type[alert.type] += 1
 
     @staticmethod
     def _caught_up(consumer: KafkaConsumer) -> bool:
@@ -134,3 +171,15 @@ class ScorerService:
             if high is None or consumer.position(tp) < high:
                 return False
         return True
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: KafkaConsumer, tasks: TaskManager) -> None:
+        self.consumer = consumer
+        self.tasks = tasks
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.tasks.release(self.consumer, {tp.partition for tp in revoked})
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.tasks.assign(self.consumer, {tp.partition for tp in assigned})

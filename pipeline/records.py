@@ -362,14 +362,21 @@ class TokenTransfer(Record):
 @dataclass(frozen=True, slots=True)
 class Label(Record):
     """Delayed ground truth about a subject (an item id, an address or a pool), published on
-    ``chainwatch.labels`` keyed by subject. ``released_block`` is the stream time at which
-    the label became known; ``block_number`` is that of the labelled event."""
+    ``chainwatch.labels``. ``released_block`` is the stream time at which the label became
+    known; ``block_number`` is that of the labelled event.
+
+    It is keyed by ``partition_key`` when given — the key of the labelled record (for a
+    transaction, its sender) — so that, the topics having equal partition counts, a label
+    lands on the same partition number as what it labels and reaches the scorer task that
+    holds its features. Without it, the key is the subject.
+    """
 
     subject: str
     label: int  # 1: fraud (scam, phishing, rug pull, ...), 0: legitimate
     source: str
     block_number: int
     released_block: int
+    partition_key: str | None = None
 
     record_type: ClassVar[str] = "label"
     _parsers: ClassVar[dict[str, Any]] = {
@@ -378,8 +385,10 @@ class Label(Record):
         "source": parse_text,
         "block_number": parse_uint64,
         "released_block": parse_uint64,
+        "partition_key": _optional(parse_text),
     }
-    _required: ClassVar[frozenset[str]] = frozenset(_parsers)
+    _required: ClassVar[frozenset[str]] = frozenset(
+        {"subject", "label", "source", "block_number", "released_block"})
     amount_fields: ClassVar[frozenset[str]] = frozenset()
 
     @property
@@ -388,7 +397,7 @@ class Label(Record):
 
     @property
     def key(self) -> str:
-        return self.subject
+        return self.partition_key or self.subject
 
 
 ChainRecord = Transaction | DexEvent | TokenTransfer | Label

@@ -34,9 +34,12 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.checkpoints import CheckpointStore
 
 ENV_PREFIX = "CHAINWATCH_"
 
@@ -111,6 +114,16 @@ class Partitions:
 
 
 @dataclass(frozen=True)
+class Storage:
+    """Options of the checkpoint store for ``s3://bucket/prefix`` URIs (pyarrow.fs)."""
+
+    s3_endpoint: str = ""  # e.g. http://127.0.0.1:8333 for a local S3 server; empty: AWS
+    s3_region: str = "us-east-1"
+    s3_access_key: Secret = field(default_factory=lambda: Secret(""))
+    s3_secret_key: Secret = field(default_factory=lambda: Secret(""))
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a chainwatch service needs to know about its surroundings."""
 
@@ -122,6 +135,7 @@ class Settings:
     security: Security = field(default_factory=Security)
     topics: Topics = field(default_factory=Topics)
     partitions: Partitions = field(default_factory=Partitions)
+    storage: Storage = field(default_factory=Storage)
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -203,6 +217,16 @@ class Settings:
 
     # -- client configuration: nothing else builds these dicts -------------------------------
 
+    def checkpoint_store(self) -> CheckpointStore:
+        """The checkpoint store of ``checkpoint_uri`` (a directory, or s3://bucket/prefix)."""
+        from pipeline.checkpoints import CheckpointStore
+
+        st = self.storage
+        return CheckpointStore.from_uri(
+            self.checkpoint_uri, s3_endpoint=st.s3_endpoint or None,
+            s3_access_key=st.s3_access_key.get() or None,
+            s3_secret_key=st.s3_secret_key.get() or None, s3_region=st.s3_region)
+
     def _common(self) -> dict[str, Any]:
         conf: dict[str, Any] = {
             "bootstrap_servers": [s.strip() for s in self.bootstrap_servers.split(",")],
@@ -253,10 +277,11 @@ class Settings:
         return conf | overrides
 
 
-_NESTED: dict[str, type[Security] | type[Topics] | type[Partitions]] = {
+_NESTED: dict[str, type[Security] | type[Topics] | type[Partitions] | type[Storage]] = {
     "security": Security,
     "topics": Topics,
     "partitions": Partitions,
+    "storage": Storage,
 }
 
 

@@ -198,6 +198,7 @@ class Blte(Format):
             "subject": tx.item_id, "label": v.get("class"), "source": "blte",
             "block_number": tx.block_number,
             "released_block": tx.block_number + self.label_delay_blocks,
+            "partition_key": tx.from_address,
         })
         return Mapped([tx], [label])
 

@@ -75,6 +75,8 @@ def cli_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ) | {env_var("bootstrap_servers"): settings.bootstrap_servers}
     for role, name in settings.topics.all().items():
         env[env_var(f"topics.{role}")] = name
+    env[env_var("checkpoint_uri")] = settings.checkpoint_uri
+    env[env_var("consumer_group")] = settings.consumer_group
     return env
 
 
@@ -83,11 +85,13 @@ def unique(prefix: str) -> str:
 
 
 @pytest.fixture
-def settings(kafka_bootstrap: str) -> Settings:
-    """Settings pointing at the session broker, with this test's own topic names."""
+def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    """Settings pointing at the session broker, with this test's own topic names, group and
+    checkpoint directory."""
     names = {f"topics__{role}": unique(f"t-{role}") for role in Settings().topics.all()}
-    return Settings.load(env={}).replace(bootstrap_servers=kafka_bootstrap,
-                                         consumer_group=unique("g"), **names)
+    return Settings.load(env={}).replace(
+        bootstrap_servers=kafka_bootstrap, consumer_group=unique("g"),
+        checkpoint_uri=str(tmp_path / "checkpoints"), **names)
 
 
 @pytest.fixture

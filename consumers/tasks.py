@@ -1,0 +1,162 @@
+"""Scorer tasks: the unit of state that moves with partitions.
+
+The transactions, DEX and labels topics have equal partition counts and are keyed alike, so
+partition *i* of each holds everything about the same keys. Task *i* owns those three
+topic-partitions and one :class:`~consumers.scoring.Scorer`. The range assignor gives all
+three to the same group member, so a task moves as a whole.
+
+Checkpoint order — the one thing that makes a crash harmless:
+
+1. flush the producer: every alert for the records the state has seen is in Kafka;
+2. write the task (the pickled Scorer and the offsets it covers) to the checkpoint store,
+   atomically;
+3. publish the checkpoint's digest to ``chainwatch.checkpoints`` and flush;
+4. commit the covered offsets to Kafka.
+
+A task restores from its newest good checkpoint and seeks to the offsets stored *in it*
+(Kafka's committed offsets are for lag monitoring); with no checkpoint it starts fresh from
+the beginning. So step 4 may lag: kafka-python runs the rebalance listener inside its own
+event loop, where a synchronous commit cannot run, and a checkpoint taken on revocation
+skips it; the next regular checkpoint commits. Alerts depend only on each topic-partition's own order and carry deterministic
+ids and bytes, so whatever is re-read after a crash re-sends byte-identical alerts.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from pipeline.checkpoints import CheckpointRef, CheckpointStore
+from pipeline.settings import Settings
+
+from consumers.scoring import Scorer
+
+log = logging.getLogger(__name__)
+STATE_FORMAT = 1  # bump when the pickled layout changes incompatibly
+
+
+def task_name(partition: int) -> str:
+    return f"p{partition:04d}"
+
+
+@dataclass
+class Task:
+    """One partition number's state, and the offsets (next to read) it covers per topic."""
+
+    partition: int
+    scorer: Scorer
+    offsets: dict[str, int] = field(default_factory=dict)
+    restored_from: CheckpointRef | None = None
+    uncheckpointed: int = 0  # records processed since the last checkpoint
+    last_checkpoint: float = field(default_factory=time.monotonic)
+
+    @property
+    def name(self) -> str:
+        return task_name(self.partition)
+
+    def advance(self, topic: str, offset: int) -> None:
+        self.offsets[topic] = offset + 1
+        self.uncheckpointed += 1
+
+
+class TaskManager:
+    """Restores, checkpoints and releases tasks for one scorer process."""
+
+    def __init__(self, settings: Settings, store: CheckpointStore, producer: KafkaProducer,
+                 scorer_factory: Callable[[], Scorer] = Scorer,
+                 trusted: Callable[[str], bool] | None = None, keep: int = 3) -> None:
+        self.settings = settings
+        self.store = store
+        self.producer = producer
+        self.scorer_factory = scorer_factory
+        self.trusted = trusted
+        self.keep = keep
+        self.group = settings.consumer_group
+        self.topics = (settings.topics.transactions, settings.topics.dex,
+                       settings.topics.labels)
+        self.tasks: dict[int, Task] = {}
+        self.checkpoints_written = 0
+
+    # -- assignment ---------------------------------------------------------------------------
+
+    def assign(self, consumer: KafkaConsumer, partitions: set[int]) -> None:
+        """Open tasks for newly assigned partition numbers and seek to their offsets."""
+        for partition in sorted(partitions - set(self.tasks)):
+            task = self._restore(partition)
+            self.tasks[partition] = task
+            for topic in self.topics:
+                tp = TopicPartition(topic, partition)
+                if tp not in consumer.assignment():
+                    continue
+                if topic in task.offsets:
+                    consumer.seek(tp, task.offsets[topic])
+                else:
+                    consumer.seek_to_beginning(tp)
+            log.info("task %s opened %s", task.name, f"from checkpoint {task.restored_from.seq}"
+                     if task.restored_from else "with fresh state")
+
+    def release(self, consumer: KafkaConsumer, partitions: set[int]) -> None:
+        """Checkpoint and drop tasks whose partitions were revoked (from the listener)."""
+        for partition in sorted(partitions & set(self.tasks)):
+            self.checkpoint(consumer, self.tasks[partition], commit=False)
+            del self.tasks[partition]
+
+    def _restore(self, partition: int) -> Task:
+        found = self.store.load_newest_good(self.group, task_name(partition),
+                                            trusted=self.trusted)
+        if found is None:
+            return Task(partition, self.scorer_factory())
+        ref, data = found
+        state = pickle.loads(data)  # the store verified the digest before we unpickle
+        if state.get("format") != STATE_FORMAT:
+            log.warning("checkpoint %s has state format %s, expected %s; starting fresh",
+                        ref.uri, state.get("format"), STATE_FORMAT)
+            return Task(partition, self.scorer_factory())
+        return Task(partition, state["scorer"], dict(state["offsets"]), restored_from=ref)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def due(self, task: Task, every_records: int, every_s: float) -> bool:
+        return task.uncheckpointed >= every_records or (
+            task.uncheckpointed > 0 and time.monotonic() - task.last_checkpoint >= every_s)
+
+    def checkpoint(self, consumer: KafkaConsumer, task: Task,
+                   commit: bool = True) -> CheckpointRef | None:
+        """Steps 1-4 of the module docstring, in that order (4 only when ``commit``)."""
+        if task.uncheckpointed == 0:  # nothing new since the last one (or since a fresh start)
+            return task.restored_from
+        self.producer.flush()  # 1. alerts before the state that produced them
+        data = pickle.dumps({"format": STATE_FORMAT, "scorer": task.scorer,
+                             "offsets": task.offsets}, protocol=pickle.HIGHEST_PROTOCOL)
+        meta = {"partition": task.partition, "offsets": dict(sorted(task.offsets.items())),
+                "events": task.scorer.events, "state_format": STATE_FORMAT}
+        ref = self.store.save(self.group, task.name, data, meta)  # 2. atomic write
+        record = orjson.dumps(ref.to_record(), option=orjson.OPT_SORT_KEYS)
+        self.producer.send(self.settings.topics.checkpoints, value=record,
+                           key=f"{self.group}/{task.name}".encode())
+        self.producer.flush()  # 3. the digest is published
+        commits = {TopicPartition(topic, task.partition): OffsetAndMetadata(offset, None, -1)
+                   for topic, offset in task.offsets.items()}
+        if commits and commit:
+            consumer.commit(commits)  # 4. offsets last
+        self.store.prune(self.group, task.name, keep=self.keep)
+        task.restored_from = ref
+        task.uncheckpointed = 0
+        task.last_checkpoint = time.monotonic()
+        self.checkpoints_written += 1
+        return ref
+
+    def checkpoint_all(self, consumer: KafkaConsumer) -> None:
+        for task in list(self.tasks.values()):
+            self.checkpoint(consumer, task)
+
+    def metrics(self) -> dict[str, Any]:
+        return {"tasks": len(self.tasks), "checkpoints_written": self.checkpoints_written}
