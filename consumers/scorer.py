@@ -28,15 +28,20 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 
+from consumers.scoring import Scorer
+from consumers.tasks import Task, TaskManager
 from pipeline import clients, codec
 from pipeline.dlq import DeadLetterWriter
 from pipeline.errors import ConfigError, RecordError
-from pipeline.metrics import ALERTS, RECORDS_CONSUMED, RECORDS_PRODUCED, SCORING_LATENCY
+from pipeline.metrics import (
+    ALERTS,
+    EVENT_TO_ALERT,
+    RECORDS_CONSUMED,
+    RECORDS_PRODUCED,
+    SCORING_LATENCY,
+)
 from pipeline.records import DexEvent, Label, TokenTransfer, Transaction
 from pipeline.settings import Settings
-
-from consumers.scoring import Scorer
-from consumers.tasks import Task, TaskManager
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,8 @@ class ScorerService:
             topics.labels: frozenset({Label.record_type}),
         }
         self.tasks: TaskManager | None = None
+        # called after each record with (its Kafka timestamp in ms, alerts raised): benchmarks
+        self.on_scored: Callable[[int, int], None] | None = None
 
     def run(self, input_finished: Callable[[], bool] | None = None) -> ScoreStats:
         """Score until stopped, or until ``input_finished()`` and every partition is caught up."""
@@ -82,7 +89,8 @@ class ScorerService:
             self.settings, **({"partition_assignment_strategy": [RangePartitionAssignor]}
                               | self._consumer_overrides))
         tasks = self.tasks = TaskManager(self.settings, self.settings.checkpoint_store(),
-                                         producer, self.scorer_factory, self.trusted)
+                                         producer, scorer_factory=self.scorer_factory,
+                                         trusted=self.trusted)
         dlq = DeadLetterWriter(producer, self.settings.topics.dlq, stage="scorer")
         try:
             self._check_co_partitioned(consumer)
@@ -137,6 +145,7 @@ class ScorerService:
                         producer: KafkaProducer, dlq: DeadLetterWriter) -> None:
         expected = self._expected[tp.topic]
         alerts_topic = self.settings.topics.alerts
+        on_scored = self.on_scored
         for msg in messages:
             source = {"topic": tp.topic, "partition": tp.partition, "offset": msg.offset}
             try:
@@ -150,10 +159,13 @@ class ScorerService:
                 dlq.write(msg.value or b"", "processing_error", repr(exc), source)
                 alerts = []
             task.advance(tp.topic, msg.offset)
+            if on_scored is not None:
+                on_scored(msg.timestamp, len(alerts))
             for alert in alerts:
                 producer.send(alerts_topic, value=alert.to_json(), key=alert.subject.encode())
                 RECORDS_PRODUCED.labels(topic=alerts_topic).inc()
                 ALERTS.labels(type=alert.type, severity=alert.severity).inc()
+                EVENT_TO_ALERT.observe(max(time.time() - msg.timestamp / 1000, 0.0))
                 self.stats.alerts_by_type[alert.type] += 1
 
     @staticmethod

@@ -17,8 +17,10 @@ A task restores from its newest good checkpoint and seeks to the offsets stored 
 (Kafka's committed offsets are for lag monitoring); with no checkpoint it starts fresh from
 the beginning. So step 4 may lag: kafka-python runs the rebalance listener inside its own
 event loop, where a synchronous commit cannot run, and a checkpoint taken on revocation
-skips it; the next regular checkpoint commits. Alerts depend only on each topic-partition's own order and carry deterministic
-ids and bytes, so whatever is re-read after a crash re-sends byte-identical alerts.
+skips it; the next regular checkpoint commits.
+
+Alerts depend only on each topic-partition's own order and carry deterministic ids and
+bytes, so whatever is re-read after a crash re-sends byte-identical alerts.
 """
 
 from __future__ import annotations
@@ -34,10 +36,9 @@ import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from consumers.scoring import Scorer
 from pipeline.checkpoints import CheckpointRef, CheckpointStore
 from pipeline.settings import Settings
-
-from consumers.scoring import Scorer
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = 1  # bump when the pickled layout changes incompatibly
@@ -70,7 +71,7 @@ class Task:
 class TaskManager:
     """Restores, checkpoints and releases tasks for one scorer process."""
 
-    def __init__(self, settings: Settings, store: CheckpointStore, producer: KafkaProducer,
+    def __init__(self, settings: Settings, store: CheckpointStore, producer: KafkaProducer, *,
                  scorer_factory: Callable[[], Scorer] = Scorer,
                  trusted: Callable[[str], bool] | None = None, keep: int = 3) -> None:
         self.settings = settings

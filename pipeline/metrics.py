@@ -16,6 +16,10 @@ DLQ_RECORDS = Counter(
     "chainwatch_dlq_records", "Records sent to the dead-letter topic", ["reason", "stage"])
 ALERTS = Counter(
     "chainwatch_alerts", "Alerts raised", ["type", "severity"])
+EVENT_TO_ALERT = Histogram(
+    "chainwatch_event_to_alert_seconds",
+    "From a triggering record's Kafka timestamp to its alert being sent",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 SCORING_LATENCY = Histogram(
     "chainwatch_scoring_latency_seconds", "Time to score one polled batch, per event",
     buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1))
