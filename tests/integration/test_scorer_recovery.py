@@ -11,8 +11,8 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from typing import IO
 from pathlib import Path
+from typing import IO
 
 import pytest
 from kafka import KafkaConsumer
@@ -106,7 +106,7 @@ def test_sigkill_and_restart_emit_the_same_alerts(
     assert proc.returncode == -signal.SIGKILL
 
     restarted = _score(run, "--until-caught-up")
-    out, _ = restarted.communicate(timeout=300)
+    restarted.communicate(timeout=300)
     assert restarted.returncode == 0
     alerts = _alerts(consumer_factory(run.topics.alerts))
     assert set(alerts) == set(scored_input)  # nothing lost, nothing extra
