@@ -1,0 +1,148 @@
+"""The evaluation report: ``summary.json``, plots (PNG) and a short ``report.html``.
+
+Everything here takes plain data (no Kafka, no models), so the evaluator decides what to
+show and this module only draws it. matplotlib runs headless (the Agg backend).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+@dataclass
+class Timeline:
+    """Price and liquidity of one pool around one campaign, with the alerts raised on it."""
+
+    title: str
+    blocks: list[int] = field(default_factory=list)
+    prices: list[float] = field(default_factory=list)
+    liquidity: list[float] = field(default_factory=list)
+    alerts: list[tuple[int, str]] = field(default_factory=list)  # (block, alert type)
+    phases: dict[str, int] = field(default_factory=dict)
+
+
+def pr_curve(scored: list[tuple[float, int]]) -> list[tuple[float, float]]:
+    """(recall, precision) at every score threshold, from (score, is_positive) pairs."""
+    positives = sum(label for _, label in scored)
+    if not positives:
+        return []
+    points, tp, fp = [], 0, 0
+    for _, label in sorted(scored, key=lambda p: -p[0]):
+        tp += label
+        fp += 1 - label
+        points.append((tp / positives, tp / (tp + fp)))
+    return points
+
+
+def write_report(directory: Path, title: str, summary: dict[str, Any], *,
+                 scored: dict[str, list[tuple[float, int]]] | None = None,
+                 delays: dict[str, list[int]] | None = None,
+                 timelines: list[Timeline] | None = None) -> Path:
+    """Write the report; returns the path of report.html."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    figures: list[tuple[str, str]] = []
+    if scored and any(pr_curve(pairs) for pairs in scored.values()):
+        figures.append(("precision_recall.png", "Precision-recall by detector"))
+        _plot_pr(directory / figures[-1][0], scored)
+    if delays and any(delays.values()):
+        figures.append(("detection_delay.png", "Detection delay (blocks)"))
+        _plot_delays(directory / figures[-1][0], delays)
+    for i, timeline in enumerate(timelines or []):
+        figures.append((f"timeline_{i + 1}.png", timeline.title))
+        _plot_timeline(directory / figures[-1][0], timeline)
+    page = directory / "report.html"
+    page.write_text(_html(title, summary, figures), encoding="utf-8")
+    return page
+
+
+def _plot_pr(path: Path, scored: dict[str, list[tuple[float, int]]]) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, pairs in sorted(scored.items()):
+        points = pr_curve(pairs)
+        if points:
+            ax.plot([r for r, _ in points], [p for _, p in points], label=name)
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_delays(path: Path, delays: dict[str, list[int]]) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    shown = {k: v for k, v in sorted(delays.items()) if v}
+    ax.hist(list(shown.values()), bins=20, label=list(shown), stacked=True)
+    ax.set(xlabel="blocks from the reference phase to the first alert", ylabel="campaigns")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_timeline(path: Path, t: Timeline) -> None:
+    fig, (price_ax, liq_ax) = plt.subplots(2, 1, sharex=True, figsize=(7, 5))
+    price_ax.plot(t.blocks, t.prices, color="tab:blue")
+    price_ax.set_ylabel("price (WETH)")
+    liq_ax.plot(t.blocks, t.liquidity, color="tab:green")
+    liq_ax.set(ylabel="liquidity (WETH)", xlabel="block")
+    for ax in (price_ax, liq_ax):
+        for name, block in t.phases.items():
+            ax.axvline(block, color="grey", linestyle=":", linewidth=1)
+            if ax is price_ax:
+                ax.annotate(name, (block, 1), xycoords=("data", "axes fraction"),
+                            fontsize=8, color="grey", va="top")
+        for block, kind in t.alerts:
+            ax.axvline(block, color="tab:red", linewidth=1.2, alpha=0.8,
+                       label=kind if ax is price_ax else None)
+    handles, labels = price_ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    if unique:
+        price_ax.legend(unique.values(), [f"alert: {k}" for k in unique], fontsize=8)
+    price_ax.set_title(t.title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _html(title: str, summary: dict[str, Any], figures: list[tuple[str, str]]) -> str:
+    rows = []
+    for name, metrics in sorted(summary.get("by_type", {}).items()):
+        cells = "".join(f"<td>{_fmt(metrics.get(k))}</td>" for k in _COLUMNS)
+        rows.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
+    table = ("<table><tr><th>type</th>" + "".join(f"<th>{c}</th>" for c in _COLUMNS)
+             + "</tr>" + "".join(rows) + "</table>") if rows else ""
+    notes = "".join(f"<li>{html.escape(str(k))}: {html.escape(_fmt(v))}</li>"
+                    for k, v in sorted(summary.items()) if not isinstance(v, (dict, list)))
+    images = "".join(f'<figure><img src="{html.escape(name)}" alt="{html.escape(caption)}">'
+                     f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+                     for name, caption in figures)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}}
+figure{{display:inline-block;margin:1rem}}img{{max-width:28rem}}</style></head>
+<body><h1>{html.escape(title)}</h1>{table}<ul>{notes}</ul>{images}
+<p>Full figures in <a href="summary.json">summary.json</a>.</p></body></html>
+"""
+
+
+_COLUMNS = ("precision", "recall", "f1", "median_delay_blocks", "alerts", "campaigns")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
