@@ -96,6 +96,7 @@ def _plot_timeline(path: Path, t: Timeline) -> None:
     price_ax.set_ylabel("price (WETH)")
     liq_ax.plot(t.blocks, t.liquidity, color="tab:green")
     liq_ax.set(ylabel="liquidity (WETH)", xlabel="block")
+    liq_ax.ticklabel_format(axis="x", useOffset=False, style="plain")
     for ax in (price_ax, liq_ax):
         for name, block in t.phases.items():
             ax.axvline(block, color="grey", linestyle=":", linewidth=1)

@@ -34,7 +34,14 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from pipeline.cli import broker_cmd, demo_cmd, produce_cmd, score_cmd, topics_cmd
+    from pipeline.cli import (
+        broker_cmd,
+        demo_cmd,
+        evaluate_cmd,
+        produce_cmd,
+        score_cmd,
+        topics_cmd,
+    )
 
     parser = Parser(
         prog="chainwatch",
@@ -43,7 +50,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for module in (demo_cmd, produce_cmd, score_cmd, broker_cmd, topics_cmd):
+    for module in (demo_cmd, produce_cmd, score_cmd, evaluate_cmd, broker_cmd, topics_cmd):
         module.add_parser(sub)
     return parser
 

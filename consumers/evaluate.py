@@ -1,0 +1,243 @@
+"""``chainwatch evaluate``: run a labelled source through the real pipeline and grade it.
+
+The source goes into Kafka (a local broker unless one is given), the scorer service scores
+it as in production (consumer group, tasks, checkpoints), and the alerts read back from the
+alerts topic are compared with the ground truth by :mod:`pipeline.evaluation`:
+
+* ``synth``: the synthetic chain's campaigns — per type precision, recall, F1, delays;
+* ``blte``: the BLTE labels — prequential ROC-AUC and PR-AUC of the supervised model, each
+  label scored when it arrives, before the model learns from it;
+* ``uniswap-v2``: liquidity drains and price crashes found in the replayed pool data itself
+  (:func:`pipeline.evaluation.crash_events`), against the rug-pull alerts.
+
+The report directory gets ``summary.json``, plots and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kafka import TopicPartition
+
+from consumers.report import Timeline, write_report
+from consumers.scorer import ScorerService
+from consumers.scoring import Scorer
+from pipeline import clients, codec
+from pipeline.alerts import Alert
+from pipeline.broker import LocalBroker
+from pipeline.evaluation import (
+    alert_block,
+    average_precision,
+    crash_events,
+    evaluate_events,
+    evaluate_synthetic,
+    roc_auc,
+)
+from pipeline.features.pools import WETH
+from pipeline.progress import Progress, rate
+from pipeline.records import ChainRecord, DexEvent, Label
+from pipeline.settings import Settings
+from pipeline.topics import ensure_topics
+from producers.campaigns import CAMPAIGN_TYPES
+from producers.replay import Replayer, ReplayOptions
+from producers.stream import produce_synth
+from producers.synth import SynthConfig, SyntheticChain
+
+SOURCES = ("synth", "blte", "uniswap-v2")
+_LABEL_TESTS: list[tuple[float, int]] = []  # filled by RecordingScorer in this process
+
+
+class RecordingScorer(Scorer):
+    """A Scorer that also records the supervised model's prequential (score, label) pairs."""
+
+    def process(self, record: ChainRecord, source: dict[str, Any]) -> list[Alert]:
+        alerts = super().process(record, source)
+        if isinstance(record, Label):
+            test = self.transactions.supervised.last_test
+            if test is not None:
+                _LABEL_TESTS.append(test)
+                self.transactions.supervised.last_test = None
+        return alerts
+
+
+@dataclass(frozen=True)
+class EvalSource:
+    kind: str  # synth | blte | uniswap-v2
+    path: Path | None = None
+    seed: int = 100
+    blocks: int = 3000
+    difficulty: float = 0.5
+    limit: int | None = None
+
+
+def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
+                   bootstrap: str | None = None, progress: bool = True,
+                   stop: threading.Event | None = None) -> dict[str, Any]:
+    """Produce, score, grade; write the report to ``out`` and return the summary."""
+    stop = stop or threading.Event()
+    _LABEL_TESTS.clear()
+    with _broker(bootstrap) as address, tempfile.TemporaryDirectory(prefix="cw-eval-") as tmp:
+        settings = settings.replace(bootstrap_servers=address,
+                                    checkpoint_uri=str(Path(tmp) / "checkpoints"),
+                                    consumer_group=f"chainwatch-evaluate-{time.time_ns()}")
+        ensure_topics(settings)
+        started = time.monotonic()
+        truth, produced = _produce(settings, source, progress, stop)
+        service = ScorerService(settings, stop, scorer_factory=RecordingScorer,
+                                session_timeout_ms=2000, heartbeat_interval_ms=500)
+        status = Progress(lambda: f"evaluate: scored {service.stats.consumed:,}/{produced:,} "
+                          f"events · {rate(service.stats.consumed, status.elapsed)}",
+                          enabled=progress)
+        service.on_scored = lambda _ts, _n: status.tick()
+        stats = service.run(input_finished=lambda: True)
+        status.done()
+        alerts = _read_alerts(settings, sum(stats.alerts_by_type.values()))
+        dex = _read_dex(settings) if source.kind != "blte" else []
+        summary: dict[str, Any] = {"source": source.kind, "events": stats.consumed,
+                                   "dead_lettered": stats.dead_lettered,
+                                   "alerts_by_type": dict(sorted(stats.alerts_by_type.items())),
+                                   "elapsed_s": round(time.monotonic() - started, 1)}
+    if source.kind == "synth":
+        summary |= {"seed": source.seed, "blocks": source.blocks,
+                    "difficulty": source.difficulty}
+        report = evaluate_synthetic(alerts, truth, stats.consumed)
+        summary["by_type"] = {k: _headline(v) for k, v in report.items()}
+        summary["detail"] = report
+        write_report(out, f"chainwatch evaluation: synthetic seed {source.seed}", summary,
+                     scored=_scored_alerts(alerts, report), delays=_delays(report),
+                     timelines=_timelines(truth, dex, alerts))
+    elif source.kind == "blte":
+        pairs = list(_LABEL_TESTS)
+        summary["supervised"] = {"labels_tested": len(pairs),
+                                 "positives": sum(label for _, label in pairs),
+                                 "roc_auc": roc_auc(pairs), "pr_auc": average_precision(pairs)}
+        write_report(out, "chainwatch evaluation: BLTE labelled transactions", summary,
+                     scored={"supervised (prequential)": pairs})
+    else:
+        crashes = crash_events(dex)
+        summary["crashes"] = {"definition": "WETH reserve or price at least 90 % below its "
+                              "running peak, recovering to no more than 20 % of it",
+                              "count": len(crashes)}
+        summary["by_type"] = {"rug_pull": evaluate_events(alerts, crashes)}
+        write_report(out, "chainwatch evaluation: Uniswap-V2 2021 replay", summary)
+    return summary
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {"precision": metrics.get("precision"), "recall": metrics.get("recall"),
+            "f1": metrics.get("f1"),
+            "median_delay_blocks": metrics.get("median_delay_from_onset")
+            if metrics.get("median_delay_from_onset") is not None
+            else metrics.get("median_delay_from_start"),
+            "median_delay_vs_move": metrics.get("median_delay_vs_move"),
+            "before_move_share": metrics.get("before_move_share"),
+            "alerts": metrics.get("alerts"), "campaigns": metrics.get("campaigns")}
+
+
+@contextmanager
+def _broker(bootstrap: str | None) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    with LocalBroker() as broker:
+        yield broker.bootstrap
+
+
+def _produce(settings: Settings, source: EvalSource, progress: bool,
+             stop: threading.Event) -> tuple[list[dict[str, Any]], int]:
+    if source.kind == "synth":
+        config = SynthConfig(seed=source.seed, blocks=source.blocks,
+                             difficulty=source.difficulty,
+                             campaigns=dict.fromkeys(CAMPAIGN_TYPES, 4.0))
+        summary = produce_synth(settings, config, progress=progress, stop=stop)
+        return SyntheticChain(config).truth, summary.produced
+    assert source.path is not None
+    replay = Replayer(settings, source.kind, source.path,
+                      ReplayOptions(limit=source.limit, progress=progress),
+                      label_delay_blocks=5760, stop=stop).run()
+    return [], replay.records
+
+
+def _read_alerts(settings: Settings, expected: int) -> list[Alert]:
+    return [Alert.from_json(v) for v in _read(settings, settings.topics.alerts, expected)]
+
+
+def _read_dex(settings: Settings) -> list[DexEvent]:
+    events = []
+    for value in _read(settings, settings.topics.dex, None):
+        record = codec.decode(value)
+        if isinstance(record, DexEvent):
+            events.append(record)
+    events.sort(key=lambda e: (e.block_number, e.log_index))
+    return events
+
+
+def _read(settings: Settings, topic: str, expected: int | None) -> list[bytes]:
+    """Every value on ``topic`` (assign, read to the high-water mark)."""
+    consumer = clients.consumer(settings, group_id=None, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        values: list[bytes] = []
+        idle = 0
+        while idle < 5 and (expected is None or len(values) < expected):
+            batch = consumer.poll(timeout_ms=300, max_records=50_000)
+            idle = 0 if batch else idle + 1
+            for messages in batch.values():
+                values.extend(m.value for m in messages)
+            if expected is None and all(
+                    consumer.highwater(tp) is not None
+                    and consumer.position(tp) >= consumer.highwater(tp) for tp in partitions):
+                break
+        return values
+    finally:
+        consumer.close()
+
+
+def _scored_alerts(alerts: list[Alert],
+                   report: dict[str, Any]) -> dict[str, list[tuple[float, int]]]:
+    """(score, matched a campaign) per alert type, for precision-recall curves."""
+    true_ids = {aid for metrics in report.values() for hit in metrics.get("hits", [])
+                for aid in hit.get("alert_ids", [])}
+    out: dict[str, list[tuple[float, int]]] = {}
+    for alert in alerts:
+        if alert.type in report and report[alert.type].get("campaigns"):
+            out.setdefault(alert.type, []).append((alert.score, int(alert.alert_id in true_ids)))
+    return out
+
+
+def _delays(report: dict[str, Any]) -> dict[str, list[int]]:
+    return {kind: [h.get("delay_from_onset", h["delay_from_start"])
+                   for h in metrics.get("hits", []) if h["detected"]]
+            for kind, metrics in report.items()}
+
+
+def _timelines(truth: list[dict[str, Any]], dex: list[DexEvent],
+               alerts: list[Alert]) -> list[Timeline]:
+    """Price and liquidity around the first pump-and-dump and rug pull campaigns."""
+    picked = [next((c for c in truth if c["type"] == kind), None)
+              for kind in ("pump_and_dump", "rug_pull")]
+    out = []
+    for campaign in filter(None, picked):
+        pool, lo, hi = campaign["subject"], campaign["start_block"] - 30, campaign["end_block"] + 30
+        timeline = Timeline(f"{campaign['type']} {campaign['campaign_id']} on {pool[:10]}…",
+                            phases=dict(campaign["phases"]))
+        for ev in dex:
+            if ev.pool_address == pool and lo <= ev.block_number <= hi and ev.reserve0:
+                weth, token = ((ev.reserve0, ev.reserve1) if ev.token0 == WETH
+                               else (ev.reserve1, ev.reserve0))
+                timeline.blocks.append(ev.block_number)
+                timeline.prices.append(weth / token if token else 0.0)
+                timeline.liquidity.append(weth / 1e18)
+        timeline.alerts = [(alert_block(a), a.type) for a in alerts
+                           if a.subject == pool and lo <= alert_block(a) <= hi]
+        out.append(timeline)
+    return out

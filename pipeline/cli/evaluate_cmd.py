@@ -1,0 +1,91 @@
+"""``chainwatch evaluate``: grade detection on a labelled source, through the real pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.cli.common import (
+    add_common,
+    load_settings,
+    non_negative_int,
+    positive_int,
+    stop_on_signals,
+)
+from pipeline.cli.produce_cmd import fraction
+
+HELP = """\
+Run a labelled source through a broker and the scorer service, compare the alerts with the
+ground truth, and write a report directory: summary.json, plots and report.html.
+
+sources:
+  synth        a synthetic chain with every campaign type; per type precision, recall, F1,
+               detection delay in blocks, false alerts per 10k events, campaign hit list
+  blte PATH    the BLTE labelled transactions; prequential ROC-AUC / PR-AUC of the
+               supervised model learning from delayed labels
+  uniswap-v2 PATH  the Uniswap-V2 2021 pool logs; rug-pull alerts against liquidity drains
+               and price crashes found in the data (>= 90 % below the running peak, no
+               recovery above 20 % of it)
+
+A local broker is started for the run unless --bootstrap is given.
+
+examples:
+  chainwatch evaluate synth --seed 100 --blocks 3000 --out reports/synth-100
+  chainwatch evaluate blte ../shared/data/blte-ethereum-scam-tx/transactions.csv --out reports/blte
+  chainwatch evaluate uniswap-v2 ../shared/data/uniswap-v2-2021 --out reports/uniswap
+"""
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("evaluate", help="grade detection on a labelled source",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", choices=("synth", "blte", "uniswap-v2"), metavar="SOURCE",
+                   help="synth | blte | uniswap-v2")
+    p.add_argument("path", nargs="?", type=Path, metavar="PATH",
+                   help="the dataset (blte, uniswap-v2)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="report directory")
+    p.add_argument("--seed", type=non_negative_int, default=100, help="synth seed (100)")
+    p.add_argument("--blocks", type=positive_int, default=3000, help="synth blocks (3000)")
+    p.add_argument("--difficulty", type=fraction, default=0.5, help="synth difficulty (0.5)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="replay at most N rows")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_common(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from consumers.evaluate import EvalSource, run_evaluation
+    from producers.formats import make_format
+
+    if args.source != "synth":
+        if args.path is None:
+            print(f"chainwatch evaluate: error: {args.source} needs the dataset PATH "
+                  "(see 'chainwatch evaluate --help')", file=sys.stderr)
+            return 2
+        make_format(args.source).files(args.path)  # a wrong path fails here, in one line
+    source = EvalSource(args.source, args.path, seed=args.seed, blocks=args.blocks,
+                        difficulty=args.difficulty, limit=args.limit)
+    summary = run_evaluation(load_settings(args), source, args.out,
+                             bootstrap=args.bootstrap, stop=stop_on_signals())
+    if args.json:
+        print(json.dumps({k: v for k, v in summary.items() if k != "detail"}))
+        return 0
+    print(f"chainwatch evaluate {args.source}: {summary['events']:,} events, report in "
+          f"{args.out / 'report.html'}")
+    for kind, m in sorted(summary.get("by_type", {}).items()):
+        print(f"  {kind:<20} " + " · ".join(
+            f"{k} {_fmt(m.get(k))}" for k in ("precision", "recall", "f1",
+                                              "median_delay_blocks", "median_delay_vs_move")
+            if m.get(k) is not None))
+    if "supervised" in summary:
+        s = summary["supervised"]
+        print(f"  supervised: ROC-AUC {_fmt(s['roc_auc'])} · PR-AUC {_fmt(s['pr_auc'])} over "
+              f"{s['labels_tested']:,} labels ({s['positives']:,} positive)")
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
