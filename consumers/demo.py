@@ -1,8 +1,9 @@
 """The embedded pipeline: broker, synthetic producer and scorer in one process.
 
 ``chainwatch demo`` runs this: it starts a memory-backed local broker on a free port, creates
-the topics, streams a synthetic chain with labelled pump-and-dump campaigns into Kafka from a
-producer thread while the scorer consumes and alerts, then stops the broker and summarises.
+the topics, streams a synthetic chain with one labelled campaign of each type into Kafka from
+a producer thread while the scorer consumes and alerts, reads the alerts back, grades them
+against the campaigns' ground truth, then stops the broker and summarises.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from consumers.evaluate import headline, read_alerts
 from consumers.scorer import ScorerService
 from pipeline.broker import LocalBroker
+from pipeline.evaluation import evaluate_synthetic
 from pipeline.progress import Progress, rate
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
+from producers.campaigns import CAMPAIGN_TYPES
 from producers.sink import KafkaSink
 from producers.synth import SynthConfig, SyntheticChain
 
@@ -38,6 +42,7 @@ class DemoResult:
     alerts_by_type: dict[str, int]
     campaigns: list[dict[str, Any]]
     elapsed_s: float
+    evaluation: dict[str, dict[str, Any]]
 
     @property
     def events_per_s(self) -> float:
@@ -56,6 +61,7 @@ class DemoResult:
             "blocks": self.blocks,
             "campaigns": [{k: c[k] for k in ("campaign_id", "type", "subject", "start_block",
                                              "phases", "end_block")} for c in self.campaigns],
+            "evaluation": self.evaluation,
         }
 
 
@@ -93,7 +99,8 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
              stop: threading.Event | None = None) -> DemoResult:
     """Run the whole pipeline once on a fresh local broker and return what happened."""
     stop = stop or threading.Event()
-    chain = SyntheticChain(SynthConfig(seed=seed, blocks=blocks))
+    chain = SyntheticChain(SynthConfig(seed=seed, blocks=blocks,
+                                       campaigns=dict.fromkeys(CAMPAIGN_TYPES, 4.0)))
     started = time.monotonic()
     with LocalBroker() as broker, tempfile.TemporaryDirectory(prefix="chainwatch-") as tmp:
         settings = settings.replace(bootstrap_servers=broker.bootstrap,
@@ -119,6 +126,8 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
         status.done()
         if producer.error is not None:
             raise producer.error
+        alerts = read_alerts(settings, sum(stats.alerts_by_type.values()))
+    report = evaluate_synthetic(alerts, chain.truth, stats.consumed)
     return DemoResult(
         seed=seed, blocks=blocks, bootstrap=broker.bootstrap,
         events_produced=producer.transactions + producer.dex_events,
@@ -126,6 +135,9 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
         events_scored=stats.scored, dead_lettered=stats.dead_lettered,
         alerts_by_type=dict(stats.alerts_by_type), campaigns=chain.truth,
         elapsed_s=time.monotonic() - started,
+        evaluation={kind: {k: v for k, v in headline(kind, m).items()
+                           if k in ("precision", "recall", "f1", "median_delay_blocks")}
+                    for kind, m in report.items() if m.get("campaigns")},
     )
 
 

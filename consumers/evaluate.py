@@ -98,7 +98,7 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
         service.on_scored = lambda _ts, _n: status.tick()
         stats = service.run(input_finished=lambda: True)
         status.done()
-        alerts = _read_alerts(settings, sum(stats.alerts_by_type.values()))
+        alerts = read_alerts(settings, sum(stats.alerts_by_type.values()))
         dex = _read_dex(settings) if source.kind != "blte" else []
         summary: dict[str, Any] = {"source": source.kind, "events": stats.consumed,
                                    "dead_lettered": stats.dead_lettered,
@@ -108,7 +108,7 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
         summary |= {"seed": source.seed, "blocks": source.blocks,
                     "difficulty": source.difficulty}
         report = evaluate_synthetic(alerts, truth, stats.consumed)
-        summary["by_type"] = {k: _headline(v) for k, v in report.items()}
+        summary["by_type"] = {k: headline(k, v) for k, v in report.items()}
         summary["detail"] = report
         write_report(out, f"chainwatch evaluation: synthetic seed {source.seed}", summary,
                      scored=_scored_alerts(alerts, report), delays=_delays(report),
@@ -130,12 +130,16 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
     return summary
 
 
-def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+DELAY_REFERENCE = {"pump_and_dump": "median_delay_from_onset",  # blocks after the pump began
+                   "rug_pull": "median_delay_vs_move"}  # blocks after the drain (< 0: before)
+
+
+def headline(kind: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The figures people look at first; the delay is from the type's reference phase."""
+    reference = DELAY_REFERENCE.get(kind, "median_delay_from_start")
     return {"precision": metrics.get("precision"), "recall": metrics.get("recall"),
-            "f1": metrics.get("f1"),
-            "median_delay_blocks": metrics.get("median_delay_from_onset")
-            if metrics.get("median_delay_from_onset") is not None
-            else metrics.get("median_delay_from_start"),
+            "f1": metrics.get("f1"), "median_delay_blocks": metrics.get(reference),
+            "delay_reference": reference.removeprefix("median_delay_"),
             "median_delay_vs_move": metrics.get("median_delay_vs_move"),
             "before_move_share": metrics.get("before_move_share"),
             "alerts": metrics.get("alerts"), "campaigns": metrics.get("campaigns")}
@@ -165,7 +169,7 @@ def _produce(settings: Settings, source: EvalSource, progress: bool,
     return [], replay.records
 
 
-def _read_alerts(settings: Settings, expected: int) -> list[Alert]:
+def read_alerts(settings: Settings, expected: int) -> list[Alert]:
     return [Alert.from_json(v) for v in _read(settings, settings.topics.alerts, expected)]
 
 

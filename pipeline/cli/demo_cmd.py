@@ -58,9 +58,19 @@ def run(args: argparse.Namespace) -> int:
         f"({result.events_per_s:,.0f} events/s), {result.dead_lettered} dead-lettered",
         f"  alerts           {sum(alerts.values())}: {shown}",
         f"  campaigns        {len(result.campaigns)} injected: " + ", ".join(
-            f"{c['type']} on {c['subject'][:10]}… (pump at block {c['phases']['pump']})"
-            for c in result.campaigns),
+            f"{c['type']} on {c['subject'][:10]}…" for c in result.campaigns),
+        *(f"  {kind:<16} precision {_fmt(m['precision'])} · recall {_fmt(m['recall'])} · "
+          f"median delay {_fmt(m['median_delay_blocks'])} blocks "
+          f"({DELAY_WORDS.get(kind, 'from its start')})"
+          for kind, m in sorted(result.evaluation.items())),
         f"  broker           {result.bootstrap} (stopped)",
     ]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
+
+
+DELAY_WORDS = {"pump_and_dump": "after the pump began", "rug_pull": "after the drain"}
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
