@@ -1,83 +1,79 @@
 """The scoring logic of one partition's worth of state, free of Kafka.
 
 :class:`Scorer` takes validated records in order and returns the alerts they trigger. The
-service (:mod:`consumers.scorer`) feeds it from Kafka; tests and the evaluator feed it
-directly.
+service (:mod:`consumers.scorer`) feeds it from Kafka, one Scorer per partition, and
+checkpoints it whole with :mod:`pickle`; tests and the evaluator feed it directly.
+
+Guarantees the service relies on:
+
+* deterministic: the same records in the same order give byte-identical alerts
+  (:meth:`~pipeline.alerts.Alert.to_json`), and a Scorer pickled after record *k* and
+  restored gives, from record *k + 1* on, the alerts the uninterrupted one gives;
+* per-topic independence: DEX alerts depend only on the order of DEX events, transaction
+  alerts only on that of transactions and token transfers (see :mod:`pipeline.scoring`), so
+  however the service interleaves the topics of a partition, the alerts are the same;
+* labels train the supervised model and never raise an alert;
+* bounded memory: at most 100k addresses (~0.8 kB each), 100k DEX traders, 20k pools and
+  100k transactions awaiting a label per Scorer, idle keys evicted after 50k blocks; the
+  evictions are counted in :meth:`Scorer.metrics`.
+
+>>> from producers.synth import SynthConfig, SyntheticChain
+>>> scorer, alerts = Scorer(seed=1), []
+>>> chain = SyntheticChain(SynthConfig(seed=21, blocks=120))
+>>> for block in chain.blocks():
+...     for record in (*block.transactions, *block.dex_events):
+...         alerts += scorer.process(record, {"topic": "t", "partition": 0, "offset": 0})
+>>> [(a.type, a.subject == chain.truth[0]["subject"]) for a in alerts if a.type != "model_drift"]
+[('pump_and_dump', True)]
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from river import stats
-
 from pipeline.alerts import Alert
-from pipeline.detectors import AlertFilter, PumpPhase, TransferAnomaly
-from pipeline.features import AddressBook, PoolWindow, transaction_features
-from pipeline.records import ChainRecord, DexEvent, Transaction
-
-FRESH_WITHIN_BLOCKS = 3
+from pipeline.records import ChainRecord, DexEvent, Label, TokenTransfer, Transaction
+from pipeline.scoring import DexScoring, TransactionScoring
 
 
 class Scorer:
-    """Per-partition state (features, models, filters) and the rules that raise alerts."""
+    """One partition's whole state (features, models, filters) and the rules that alert."""
 
-    def __init__(self, seed: int = 42, anomaly_quantile: float = 0.999) -> None:
-        self.book = AddressBook()
-        self.pools: dict[str, PoolWindow] = {}
-        self.pump = PumpPhase()
-        self.pump_filter = AlertFilter(threshold=0.6, cooldown_blocks=50)
-        self.anomaly = TransferAnomaly(seed=seed)
-        self.anomaly_quantile = stats.Quantile(anomaly_quantile)
-        self.anomaly_filter = AlertFilter(threshold=0.0, cooldown_blocks=100)
+    def __init__(self, seed: int = 42) -> None:
+        self.seed = seed
+        self.dex = DexScoring(seed)
+        self.transactions = TransactionScoring(seed)
         self.events = 0
 
     def process(self, record: ChainRecord, source: dict[str, Any]) -> list[Alert]:
+        """Score ``record`` (and learn from it); return the alerts it triggers.
+
+        ``source`` (topic, partition, offset) is copied into each alert's ``source`` with the
+        ``item_ids`` of the triggering records.
+        """
         self.events += 1
         if isinstance(record, DexEvent):
-            return self._dex(record, source)
-        if isinstance(record, Transaction):
-            return self._transaction(record, source)
-        return []  # token transfers and labels carry no detector yet
+            return self.dex.process(record, source)
+        if isinstance(record, Transaction | TokenTransfer):
+            return self.transactions.process(record, source)
+        if isinstance(record, Label):
+            self.transactions.learn_label(record)
+        return []
 
-    def _dex(self, ev: DexEvent, source: dict[str, Any]) -> list[Alert]:
-        fresh = False
-        if ev.kind == "swap" and ev.to:
-            first = self.book.observe(ev.to, ev.block_number)
-            fresh = ev.block_number - first <= FRESH_WITHIN_BLOCKS
-        window = self.pools.get(ev.pool_address)
-        if window is None:
-            window = self.pools[ev.pool_address] = PoolWindow()
-        x = window.update(ev, fresh)
-        score = self.pump.score_one(x)
-        if not self.pump_filter.decide(ev.pool_address, score, ev.block_number):
-            return []
-        return [Alert.build(
-            type="pump_and_dump", severity="high" if score > 0.9 else "medium", score=score,
-            subject=ev.pool_address, addresses=(ev.token0, ev.token1), detector=self.pump.name,
-            model_version=self.pump.version,
-            evidence={k: round(v, 6) for k, v in x.items()} | {
-                "threshold": self.pump_filter.threshold, "min_return_5": self.pump.min_return},
-            source=source | {"item_ids": [ev.item_id]}, event_time=ev.block_timestamp,
-            detected_at=ev.block_timestamp, labels={"block_number": ev.block_number},
-        )]
+    def prequential_score(self, item_id: str) -> float | None:
+        """The supervised model's score of a scored transaction whose label is pending."""
+        return self.transactions.supervised.prequential_score(item_id)
 
-    def _transaction(self, tx: Transaction, source: dict[str, Any]) -> list[Alert]:
-        first = self.book.observe(tx.from_address, tx.block_number)
-        x = transaction_features(tx, first)
-        score = self.anomaly.score_one(x)
-        self.anomaly_quantile.update(score)
-        cutoff = self.anomaly_quantile.get() or 1.0
-        if score <= cutoff or self.anomaly.seen < 2000:
-            self.anomaly.learn_one(x)  # anomalies are not learned
-            return []
-        if not self.anomaly_filter.decide(tx.from_address, score, tx.block_number):
-            return []
-        return [Alert.build(
-            type="anomalous_transfer", severity="low", score=score, subject=tx.from_address,
-            addresses=tuple(a for a in (tx.from_address, tx.to_address) if a),
-            detector=self.anomaly.name, model_version=self.anomaly.version,
-            evidence={k: round(v, 6) for k, v in x.items()} | {"threshold": round(cutoff, 6)},
-            source=source | {"item_ids": [tx.item_id]}, event_time=tx.block_timestamp,
-            detected_at=tx.block_timestamp, labels={"block_number": tx.block_number},
-        )]
+    def metrics(self) -> dict[str, float]:
+        """Counters and gauges for the service to export (names without a prefix):
+        events per topic, keys tracked and evictions per feature store, drifts detected per
+        detector, label bookkeeping, alerts raised per type, the anomaly threshold."""
+        out: dict[str, float] = {"events": float(self.events)}
+        out |= self.dex.metrics()
+        out |= self.transactions.metrics()
+        alerts = dict(self.dex.alerts)
+        for kind, count in self.transactions.alerts.items():
+            alerts[kind] = alerts.get(kind, 0) + count
+        for kind, count in sorted(alerts.items()):
+            out[f"alerts_{kind}"] = float(count)
+        return out

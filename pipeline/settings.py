@@ -219,7 +219,7 @@ class Settings:
 
     def checkpoint_store(self) -> CheckpointStore:
         """The checkpoint store of ``checkpoint_uri`` (a directory, or s3://bucket/prefix)."""
-        from pipeline.checkpoints import CheckpointStore
+        from pipeline.checkpoints import CheckpointStore  # noqa: PLC0415 (imports settings)
 
         st = self.storage
         return CheckpointStore.from_uri(
