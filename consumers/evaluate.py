@@ -42,7 +42,7 @@ from pipeline.evaluation import (
 )
 from pipeline.features.pools import WETH
 from pipeline.progress import Progress, rate
-from pipeline.records import ChainRecord, DexEvent, Label
+from pipeline.records import ChainRecord, DexEvent
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
 from producers.campaigns import CAMPAIGN_TYPES
@@ -57,13 +57,16 @@ _LABEL_TESTS: list[tuple[float, int]] = []  # filled by RecordingScorer in this 
 class RecordingScorer(Scorer):
     """A Scorer that also records the supervised model's prequential (score, label) pairs."""
 
+    def __init__(self, seed: int = 42) -> None:
+        super().__init__(seed)
+        self.transactions.supervised.test_log = []
+
     def process(self, record: ChainRecord, source: dict[str, Any]) -> list[Alert]:
         alerts = super().process(record, source)
-        if isinstance(record, Label):
-            test = self.transactions.supervised.last_test
-            if test is not None:
-                _LABEL_TESTS.append(test)
-                self.transactions.supervised.last_test = None
+        log = self.transactions.supervised.test_log
+        if log:  # drained after every record, so checkpoints carry none of it
+            _LABEL_TESTS.extend(log)
+            log.clear()
         return alerts
 
 

@@ -69,6 +69,7 @@ class DelayedLabelModel(Configurable):
         self.unmatched = 0
         self.expired = 0
         self.last_test: tuple[float, int] | None = None
+        self.test_log: list[tuple[float, int]] | None = None  # evaluation: every test pair
 
     def _vector(self, x: dict[str, float]) -> dict[str, float]:
         get = x.get
@@ -104,6 +105,8 @@ class DelayedLabelModel(Configurable):
             self.unmatched += 1
             return False
         self.last_test = (entry[2], label)
+        if self.test_log is not None:
+            self.test_log.append(self.last_test)
         self.learn_one(dict(zip(self.features, entry[1], strict=True)), label)
         return True
 

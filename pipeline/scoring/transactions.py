@@ -4,10 +4,17 @@ supervised model that learns from delayed labels.
 Alerts depend only on the order of the transactions and token transfers given here. Labels
 train the supervised model, which raises no alert, so the order in which labels interleave
 with transactions changes scores used for evaluation, never an alert.
+
+Labels are applied in *stream time*: the service reads the labels topic alongside the
+transactions, so a label often arrives before the transaction stream has reached its
+``released_block`` (in a fast replay, before its transaction was even scored). Such a label
+waits (at most ``MAX_WAITING_LABELS``) and is applied just before the first transaction at
+or past its release block, as it would be live.
 """
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 from pipeline.alerts import Alert
@@ -20,6 +27,7 @@ ANOMALY_EVIDENCE = ("log_value", "novel_value", "novel_fan_out", "value_out_10",
                     "new_recipients_10", "fan_out_10", "sender_txs_10", "sender_age",
                     "sender_idle", "sender_new", "first_send", "recipient_new",
                     "share_of_received", "value_z", "gas_premium")
+MAX_WAITING_LABELS = 200_000
 MIN_VALUE_OUT = 0.6
 """An anomaly alerts only if its sender moved ≥ 10**0.6 - 1 ≈ 3 ETH in 10 blocks: a strange
 dust transfer is not worth an analyst's time (it still is not learned)."""
@@ -41,6 +49,9 @@ class TransactionScoring:
         self.events = 0
         self.labels = 0
         self.alerts: dict[str, int] = {}
+        self.stream_block = 0  # the newest block of the transaction stream
+        self.waiting: list[tuple[int, int, Label]] = []  # labels not yet due, by release
+        self.labels_dropped = 0
 
     def process(self, record: Transaction | TokenTransfer, source: dict[str, Any]) -> list[Alert]:
         self.events += 1
@@ -49,6 +60,10 @@ class TransactionScoring:
             return []
         tx = record
         block = tx.block_number
+        if block > self.stream_block:
+            self.stream_block = block
+            while self.waiting and self.waiting[0][0] <= block:
+                self._apply_label(heapq.heappop(self.waiting)[2])
         alerts: list[Alert] = []
         drifted = self.drift.advance(block)
         item_id = tx.item_id
@@ -85,9 +100,20 @@ class TransactionScoring:
                            level="medium" if x["novel_value"] >= 1.0 else "low")
 
     def learn_label(self, label: Label) -> None:
+        """Apply ``label`` now if the stream has reached its release block, else later."""
+        self.labels += 1
+        if label.released_block <= self.stream_block:
+            self._apply_label(label)
+            return
+        heapq.heappush(self.waiting, (label.released_block, self.labels, label))
+        if len(self.waiting) > MAX_WAITING_LABELS:  # bounded: drop the latest-due one
+            self.waiting.remove(max(self.waiting))
+            heapq.heapify(self.waiting)
+            self.labels_dropped += 1
+
+    def _apply_label(self, label: Label) -> None:
         """Train the supervised model on the item ``label.subject`` if it is still pending;
         the item's event-time score feeds the model's drift monitor (a metric only)."""
-        self.labels += 1
         model = self.supervised
         if model.learn_label(label.subject, label.label) and model.last_test is not None:
             self.supervised_drift.learn_one({"score": model.last_test[0]})
@@ -102,6 +128,8 @@ class TransactionScoring:
             "anomaly_threshold": f if (f := self.anomaly_filter.threshold) < float("inf")
             else 0.0,
             "labels": float(self.labels),
+            "labels_waiting": float(len(self.waiting)),
+            "labels_dropped": float(self.labels_dropped),
             "labels_learned": float(model.learned),
             "labels_unmatched": float(model.unmatched),
             "labels_pending": float(len(model.pending)),

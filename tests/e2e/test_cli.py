@@ -47,6 +47,13 @@ def test_demo_json_has_the_summary_and_leaves_no_broker() -> None:
     assert summary["events_scored"] == summary["events_produced"] > 1000
     assert summary["alerts_by_type"].get("pump_and_dump", 0) >= 1
     assert summary["events_per_s"] > 0
+    evaluation = summary["evaluation"]  # graded against the campaigns' ground truth
+    assert set(evaluation) == {"pump_and_dump", "rug_pull", "wash_trading",
+                               "anomalous_transfer"}
+    pump, rug = evaluation["pump_and_dump"], evaluation["rug_pull"]
+    assert pump["precision"] >= 0.95 and pump["recall"] >= 0.95
+    assert 0 <= pump["median_delay_blocks"] <= 10  # blocks after the pump began
+    assert rug["recall"] >= 0.95 and abs(rug["median_delay_blocks"]) <= 1  # vs the drain
     assert "demo:" in result.stderr  # live progress went to stderr
     port = summary["bootstrap"].rpartition(":")[2]
     time.sleep(0.5)
@@ -132,3 +139,34 @@ def test_unreachable_bootstrap_is_one_line() -> None:
     assert "Traceback" not in result.stderr
     assert "cannot reach Kafka" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_evaluate_synth_writes_a_report(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = run("evaluate", "synth", "--seed", "101", "--blocks", "800", "--out", str(out),
+                 "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["events"] > 20_000
+    assert summary["by_type"]["pump_and_dump"]["recall"] >= 0.95
+    for name in ("summary.json", "report.html", "precision_recall.png", "detection_delay.png",
+                 "timeline_1.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert "pump_and_dump" in (out / "report.html").read_text()
+
+
+def test_evaluate_blte_reports_prequential_auc(tmp_path: Path) -> None:
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    result = run("evaluate", "blte", str(data / "blte-ethereum-scam-tx" / "transactions.csv"),
+                 "--limit", "8000", "--out", str(tmp_path / "blte"), "--json")
+    assert result.returncode == 0, result.stderr
+    supervised = json.loads(result.stdout)["supervised"]
+    assert supervised["labels_tested"] > 1000
+    assert 0.0 <= supervised["roc_auc"] <= 1.0 and 0.0 <= supervised["pr_auc"] <= 1.0
+
+
+def test_evaluate_needs_a_path_for_datasets(tmp_path: Path) -> None:
+    result = run("evaluate", "blte", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "needs the dataset PATH" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
