@@ -43,7 +43,9 @@ class TransactionScoring:
         self.anomaly = TransferAnomaly(seed=seed)
         self.anomaly_filter = QuantileFilter(q=0.9995, window=5_000, warmup=2_000,
                                              cooldown_blocks=100)
-        self.supervised = DelayedLabelModel(seed=seed)
+        # no age limit on items awaiting a label, only the count (max_pending): in a replay the
+        # labels topic may be read long after the transactions, and a label must still match
+        self.supervised = DelayedLabelModel(seed=seed, max_delay_blocks=2**62)
         self.drift = DriftWatch((self.anomaly.name,))
         self.supervised_drift = ScoreDrift()  # a metric only: labels make it order-dependent
         self.events = 0
