@@ -36,6 +36,9 @@ from pipeline.errors import ConfigError, RecordError
 from pipeline.metrics import (
     ALERTS,
     EVENT_TO_ALERT,
+    FEATURE_EVICTIONS,
+    FEATURE_KEYS,
+    MODEL_DRIFTS,
     RECORDS_CONSUMED,
     RECORDS_PRODUCED,
     SCORING_LATENCY,
@@ -81,6 +84,7 @@ class ScorerService:
         self.tasks: TaskManager | None = None
         # called after each record with (its Kafka timestamp in ms, alerts raised): benchmarks
         self.on_scored: Callable[[int, int], None] | None = None
+        self._next_state_export = 0.0
 
     def run(self, input_finished: Callable[[], bool] | None = None) -> ScoreStats:
         """Score until stopped, or until ``input_finished()`` and every partition is caught up."""
@@ -102,6 +106,8 @@ class ScorerService:
                     for task in list(tasks.tasks.values()):
                         if tasks.due(task, self.checkpoint_every, self.checkpoint_interval_s):
                             tasks.checkpoint(consumer, task)
+                    if time.monotonic() >= self._next_state_export:
+                        self._export_state(tasks)
                 elif input_finished is not None and input_finished() and \
                         self._caught_up(consumer):
                     break
@@ -110,6 +116,21 @@ class ScorerService:
             consumer.close()  # leaves the group; its revocation checkpoints need the producer
             producer.close()
         return self.stats
+
+    def _export_state(self, tasks: TaskManager) -> None:
+        """Drift, eviction and key counts of every task's Scorer, summed, as gauges."""
+        totals: dict[str, float] = {}
+        for task in tasks.tasks.values():
+            for name, value in task.scorer.metrics().items():
+                totals[name] = totals.get(name, 0.0) + value
+        for name, value in totals.items():
+            if name.startswith("drifts_"):
+                MODEL_DRIFTS.labels(detector=name.removeprefix("drifts_")).set(value)
+            elif name.startswith("evictions_"):
+                FEATURE_EVICTIONS.labels(store=name.removeprefix("evictions_")).set(value)
+            elif name.endswith("_tracked"):
+                FEATURE_KEYS.labels(store=name.removesuffix("_tracked")).set(value)
+        self._next_state_export = time.monotonic() + 5.0
 
     def _check_co_partitioned(self, consumer: KafkaConsumer) -> None:
         counts = {}

@@ -6,7 +6,7 @@ types, severities, partitions), never ids or addresses.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECORDS_CONSUMED = Counter(
     "chainwatch_records_consumed", "Records read from Kafka", ["topic"])
@@ -20,6 +20,15 @@ EVENT_TO_ALERT = Histogram(
     "chainwatch_event_to_alert_seconds",
     "From a triggering record's Kafka timestamp to its alert being sent",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+MODEL_DRIFTS = Gauge(
+    "chainwatch_model_drifts", "Drifts detected in a detector's score stream (river.drift), "
+    "summed over this scorer's partitions", ["detector"])
+FEATURE_EVICTIONS = Gauge(
+    "chainwatch_feature_evictions", "Idle keys evicted from a feature store, summed over this "
+    "scorer's partitions", ["store"])
+FEATURE_KEYS = Gauge(
+    "chainwatch_feature_keys", "Keys a feature store tracks, summed over this scorer's "
+    "partitions", ["store"])
 SCORING_LATENCY = Histogram(
     "chainwatch_scoring_latency_seconds", "Time to score one polled batch, per event",
     buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1))

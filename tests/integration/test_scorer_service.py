@@ -74,3 +74,18 @@ def test_restart_resumes_from_committed_offsets(settings: Settings) -> None:
     total = sum(len(b.transactions) + len(b.dex_events) for b in blocks)
     assert first.consumed + second.consumed == total
     assert second.consumed == total - first.consumed > 0
+
+
+def test_scorer_state_is_exported_as_metrics(settings: Settings) -> None:
+    from prometheus_client import REGISTRY
+
+    ensure_topics(settings)
+    with KafkaSink(settings) as sink:
+        for block in SyntheticChain(SynthConfig(seed=8, blocks=60)).blocks():
+            for record in [*block.transactions, *block.dex_events]:
+                sink.write(record)
+    ScorerService(settings, **FAST_GROUP).run(input_finished=lambda: True)
+    for store in ("pools", "addresses"):
+        assert (REGISTRY.get_sample_value("chainwatch_feature_keys", {"store": store}) or 0) > 0
+    assert REGISTRY.get_sample_value("chainwatch_model_drifts",
+                                     {"detector": "pump_phase"}) is not None
