@@ -77,7 +77,7 @@ class PoolState:
         self.liquidity = 0  # WETH reserve, wei
         self.peak_liquidity = 0
         self.prices = BlockRing(32)  # closing price per block
-        self.reserves = BlockRing(8)  # largest WETH reserve per block
+        self.reserves = BlockRing(8)  # largest WETH reserve per block (quiet ones: the close)
         self.short = TradeWindow(SHORT)
         self.long = TradeWindow(LONG)
         self.burns: list[tuple[int, int, str]] = []  # (block, WETH out, item id), LONG blocks
@@ -122,12 +122,13 @@ class PoolFeatures:
         reserve_weth, reserve_token = (ev.reserve0, ev.reserve1) if w0 else (ev.reserve1,
                                                                             ev.reserve0)
         if reserve_weth and reserve_token:
+            close = float(st.liquidity)  # the reserve before this event
             st.price = reserve_weth / reserve_token
             st.liquidity = reserve_weth
             st.peak_liquidity = max(st.peak_liquidity, reserve_weth)
             st.prices.set(block, st.price)
             peak = st.reserves.at(block) if st.reserves.block == block else None
-            st.reserves.set(block, max(float(reserve_weth), peak or 0.0))
+            st.reserves.set(block, max(float(reserve_weth), peak or 0.0), carry=close)
         kind = ev.kind
         if kind == "swap" and ev.to:
             weth_in = ev.amount0_in if w0 else ev.amount1_in

@@ -30,8 +30,11 @@ class BlockRing:
         self.block = -1  # the newest block written
         self.first = -1  # the oldest block with a value
 
-    def set(self, block: int, value: float) -> None:
-        """Set the (running) close of ``block``; a block older than the newest is ignored."""
+    def set(self, block: int, value: float, carry: float | None = None) -> None:
+        """Set the value of ``block``; a block older than the newest is ignored.
+
+        Blocks skipped since the newest repeat its value, or ``carry`` when given (a ring of
+        per-block maxima carries the last close, not the last maximum)."""
         last = self.block
         if block < last:
             return
@@ -39,7 +42,7 @@ class BlockRing:
         if last < 0:
             self.first = block
         elif block > last:
-            carried = values[last % size]
+            carried = values[last % size] if carry is None else carry
             for b in range(last + 1, min(block, last + size + 1)):
                 values[b % size] = carried
         self.block = block

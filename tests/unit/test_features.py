@@ -141,3 +141,14 @@ def test_address_store_is_bounded() -> None:
     for i in range(500):
         feats.update(_tx(i, f"0x{i:040x}", f"0x{i + 10**6:040x}", 1.0))
     assert len(feats.addresses) <= 50 and feats.evictions == 1000 - len(feats.addresses)
+
+
+def test_a_drained_pool_does_not_remember_its_pre_drain_reserve() -> None:
+    """Quiet blocks carry a block's closing reserve, not its intra-block maximum."""
+    pools = PoolFeatures()
+    pools.update(_swap(1, 10**24, 10**20, "0x" + "aa" * 20, weth_in=10**18))
+    pools.update(_swap(5, 10**24, 10**20, "0x" + "aa" * 20, weth_in=10**18, log=1))
+    drained = pools.update(_swap(5, 10**21, 10**17, "0x" + "bb" * 20, weth_out=10**20, log=2))
+    assert drained["liquidity_drop_3"] > 0.99
+    later = pools.update(_swap(40, 10**21, 10**17 - 10**15, "0x" + "cc" * 20, weth_out=10**15))
+    assert later["liquidity_peak_3"] == 0.1 and later["liquidity_drop_3"] < 0.02
