@@ -85,9 +85,13 @@ class Outbox:
 
 def run(planner: Planner, job: Any, settings: Settings, *,
         on_checkpoint: Callable[[Any], None] | None = None,
-        stop: threading.Event | None = None, stage: str = "producer") -> Any:
-    """Run ``planner(job, outbox, stop)`` in a child process; send what it plans."""
-    producer = clients.producer(settings)
+        stop: threading.Event | None = None, stage: str = "producer",
+        linger_ms: int | None = None) -> Any:
+    """Run ``planner(job, outbox, stop)`` in a child process; send what it plans.
+
+    ``linger_ms`` overrides the producer's batching delay (paced runs want it small)."""
+    producer = clients.producer(
+        settings, **({"linger_ms": linger_ms} if linger_ms is not None else {}))
     partitions = _partition_counts(producer, settings)
     ctx = mp.get_context("spawn")
     channel = ctx.Queue(maxsize=QUEUE_BATCHES)

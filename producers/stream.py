@@ -63,7 +63,8 @@ def produce_synth(settings: Settings, config: SynthConfig, truth_path: Path | No
     if truth_path is not None:
         write_truth(truth_path, SyntheticChain(config).truth)
     job = SynthJob(config, settings.topics, rate_per_s, progress)
-    summary: SynthSummary = handoff.run(plan_synth, job, settings, stop=stop, stage="synth")
+    summary: SynthSummary = handoff.run(plan_synth, job, settings, stop=stop, stage="synth",
+                                        linger_ms=2 if rate_per_s else None)
     summary.truth_path = str(truth_path) if truth_path else None
     return summary
 
