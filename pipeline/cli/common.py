@@ -30,6 +30,16 @@ positive_int = whole_number(1)
 non_negative_int = whole_number(0)
 
 
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
+    return value
+
+
 def port(text: str) -> int:
     value = non_negative_int(text)
     if not 1 <= value <= 65535:

@@ -16,8 +16,9 @@ from pipeline.cli.common import (
 )
 
 HELP = """\
-Start a local broker, stream a synthetic chain with labelled pump-and-dump campaigns into
-Kafka, score it online, write alerts to chainwatch.alerts, stop the broker and print a
+Start a local broker, stream a synthetic chain with one labelled campaign of each type into
+Kafka, score it online, write alerts to chainwatch.alerts, grade them against the campaigns'
+ground truth, stop the broker and print a
 summary. Live progress goes to stderr.
 
 example:

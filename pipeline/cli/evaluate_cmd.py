@@ -10,12 +10,12 @@ from typing import Any
 
 from pipeline.cli.common import (
     add_common,
+    fraction,
     load_settings,
     non_negative_int,
     positive_int,
     stop_on_signals,
 )
-from pipeline.cli.produce_cmd import fraction
 
 HELP = """\
 Run a labelled source through a broker and the scorer service, compare the alerts with the

@@ -12,6 +12,7 @@ from typing import Any
 
 from pipeline.cli.common import (
     add_common,
+    fraction,
     load_settings,
     non_negative_int,
     positive_int,
@@ -73,16 +74,6 @@ def campaigns(text: str) -> dict[str, float]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"{part!r}: rate must be a number") from None
     return out
-
-
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
-    return value
 
 
 def add_parser(sub: Any) -> None:
