@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Literal, Self
 from pipeline.errors import RecordError
 
 UINT256_MAX = 2**256 - 1
+UINT64_MAX = 2**64 - 1
 ZERO_ADDRESS = "0x" + "0" * 40
 
 _ADDRESS = re.compile(r"0x[0-9a-f]{40}")
@@ -50,6 +51,13 @@ def _fail(code: str, name: str, value: object, why: str) -> RecordError:
 
 def parse_uint(name: str, value: object, maximum: int = UINT256_MAX) -> int:
     """An unsigned integer from an int, a decimal string or a 0x-hex string."""
+    # fast path, the wire's own forms: an int (exactly: no bool) or plain ASCII decimal digits
+    if type(value) is int and 0 <= value <= maximum:
+        return value
+    if type(value) is str and value.isascii() and value.isdigit():
+        number = int(value)
+        if number <= maximum:
+            return number
     if isinstance(value, bool):
         raise _fail("bad_type", name, value, "expected an unsigned integer")
     if isinstance(value, int):
@@ -77,11 +85,15 @@ def parse_uint(name: str, value: object, maximum: int = UINT256_MAX) -> int:
 
 
 def parse_uint64(name: str, value: object) -> int:
-    return parse_uint(name, value, 2**64 - 1)
+    if type(value) is int and 0 <= value <= UINT64_MAX:
+        return value
+    return parse_uint(name, value, UINT64_MAX)
 
 
 def parse_timestamp(name: str, value: object) -> int:
     """Unix seconds from an int or an ISO-8601 / BigQuery ``YYYY-MM-DD HH:MM:SS UTC`` string."""
+    if type(value) is int and 0 <= value <= UINT64_MAX:
+        return value
     if isinstance(value, str) and not value.strip().isdigit():
         text = value.strip().removesuffix(" UTC").replace("Z", "+00:00")
         try:
@@ -98,6 +110,8 @@ def parse_timestamp(name: str, value: object) -> int:
 
 
 def parse_address(name: str, value: object) -> str:
+    if type(value) is str and len(value) == 42 and _ADDRESS.fullmatch(value):
+        return value  # already canonical: 0x and 40 lowercase hex digits
     if not isinstance(value, str):
         raise _fail("bad_type", name, value, "expected a 0x-prefixed 20-byte hex address")
     text = value.strip().lower()
@@ -111,6 +125,8 @@ def parse_optional_address(name: str, value: object) -> str | None:
 
 
 def parse_hash(name: str, value: object) -> str:
+    if type(value) is str and len(value) == 66 and _HASH.fullmatch(value):
+        return value
     if not isinstance(value, str):
         raise _fail("bad_type", name, value, "expected a 0x-prefixed 32-byte hex hash")
     text = value.strip().lower()
@@ -155,6 +171,8 @@ def _optional(parser: Any) -> Any:
     return parse
 
 
+_ABSENT = object()
+
 # -- records -----------------------------------------------------------------------------------
 
 
@@ -175,12 +193,15 @@ class Record:
             raise RecordError("bad_type", f"a {cls.record_type} must be an object, not "
                               f"{type(data).__name__}", value=data)
         values: dict[str, Any] = {}
+        required = cls._required
+        get = data.get
         for name, parser in cls._parsers.items():
-            if name not in data or (data[name] is None and name in cls._required):
-                if name in cls._required:
+            value = get(name, _ABSENT)
+            if value is _ABSENT or (value is None and name in required):
+                if name in required:
                     raise RecordError("missing_field", f"field {name!r} is missing", field=name)
                 continue
-            values[name] = parser(name, data[name])
+            values[name] = parser(name, value)
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
