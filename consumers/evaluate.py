@@ -6,7 +6,8 @@ alerts topic are compared with the ground truth by :mod:`pipeline.evaluation`:
 
 * ``synth``: the synthetic chain's campaigns — per type precision, recall, F1, delays;
 * ``blte``: the BLTE labels — prequential ROC-AUC and PR-AUC of the supervised model, each
-  label scored when it arrives, before the model learns from it;
+  labelled transaction scored in stream time (by the model holding every label released
+  before its block, see :mod:`pipeline.detectors.supervised`), before it learns its label;
 * ``uniswap-v2``: liquidity drains and price crashes found in the replayed pool data itself
   (:func:`pipeline.evaluation.crash_events`), against the rug-pull alerts.
 
@@ -42,7 +43,7 @@ from pipeline.evaluation import (
 )
 from pipeline.features.pools import WETH
 from pipeline.progress import Progress, rate
-from pipeline.records import ChainRecord, DexEvent
+from pipeline.records import ChainRecord, DexEvent, Label
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
 from producers.campaigns import CAMPAIGN_TYPES
@@ -51,7 +52,9 @@ from producers.stream import produce_synth
 from producers.synth import SynthConfig, SyntheticChain
 
 SOURCES = ("synth", "blte", "uniswap-v2")
+LABEL_DELAY_BLOCKS = 5760  # about a day: when a replayed label is released in stream time
 _LABEL_TESTS: list[tuple[float, int]] = []  # filled by RecordingScorer in this process
+_LABELS_READ: list[int] = [0]  # labels RecordingScorer was given, in this process
 
 
 class RecordingScorer(Scorer):
@@ -62,6 +65,7 @@ class RecordingScorer(Scorer):
         self.transactions.supervised.test_log = []
 
     def process(self, record: ChainRecord, source: dict[str, Any]) -> list[Alert]:
+        _LABELS_READ[0] += isinstance(record, Label)
         alerts = super().process(record, source)
         log = self.transactions.supervised.test_log
         if log:  # drained after every record, so checkpoints carry none of it
@@ -86,6 +90,7 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
     """Produce, score, grade; write the report to ``out`` and return the summary."""
     stop = stop or threading.Event()
     _LABEL_TESTS.clear()
+    _LABELS_READ[0] = 0
     with _broker(bootstrap) as address, tempfile.TemporaryDirectory(prefix="cw-eval-") as tmp:
         settings = settings.replace(bootstrap_servers=address,
                                     checkpoint_uri=str(Path(tmp) / "checkpoints"),
@@ -118,7 +123,11 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
                      timelines=_timelines(truth, dex, alerts))
     elif source.kind == "blte":
         pairs = list(_LABEL_TESTS)
-        summary["supervised"] = {"labels_tested": len(pairs),
+        # a label released after the last transaction of its partition is never applied, and
+        # one whose transaction was no longer pending is not tested: labels - labels_tested
+        summary["supervised"] = {"label_delay_blocks": LABEL_DELAY_BLOCKS,
+                                 "models": settings.partitions.transactions,  # one per task
+                                 "labels": _LABELS_READ[0], "labels_tested": len(pairs),
                                  "positives": sum(label for _, label in pairs),
                                  "roc_auc": roc_auc(pairs), "pr_auc": average_precision(pairs)}
         write_report(out, "chainwatch evaluation: BLTE labelled transactions", summary,
@@ -168,8 +177,8 @@ def _produce(settings: Settings, source: EvalSource, progress: bool,
     assert source.path is not None
     replay = Replayer(settings, source.kind, source.path,
                       ReplayOptions(limit=source.limit, progress=progress),
-                      label_delay_blocks=5760, stop=stop).run()
-    return [], replay.records
+                      label_delay_blocks=LABEL_DELAY_BLOCKS, stop=stop).run()
+    return [], replay.records + replay.labels  # labels are consumed and counted too
 
 
 def read_alerts(settings: Settings, expected: int) -> list[Alert]:

@@ -23,7 +23,7 @@ Guarantees the service relies on:
 >>> for block in chain.blocks():
 ...     for record in (*block.transactions, *block.dex_events):
 ...         alerts += scorer.process(record, {"topic": "t", "partition": 0, "offset": 0})
->>> [(a.type, a.subject == chain.truth[0]["subject"]) for a in alerts if a.type != "model_drift"]
+>>> [(a.type, a.subject == chain.truth[0]["subject"]) for a in alerts if a.type == "pump_and_dump"]
 [('pump_and_dump', True)]
 """
 

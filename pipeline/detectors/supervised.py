@@ -5,11 +5,19 @@ transaction they label and in any interleaving with it, so anything learned from
 differ between two runs of the same transaction stream. The model therefore raises no alert
 (alerts must be a function of one topic-partition's order); it exposes ``score_one`` for
 evaluation, and its test score of each item whose label is pending.
+
+That test score is taken in *stream time*: it is the score given with every label released
+before the item's block applied and none released later, whatever the order in which the
+labels and transactions topics were read. A service that reads the transactions topic far
+ahead of the labels topic (a replay produced before it is scored, a lagging label feed) would
+otherwise test items on a model that has not yet learned labels released long before them —
+an untrained model (0.5) for everything read before the first label.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from array import array
+from collections import OrderedDict, deque
 from typing import Any
 
 from river import compose, linear_model, optim, preprocessing
@@ -22,6 +30,8 @@ SUPERVISED_FEATURES = (
     "sender_txs_10", "fan_out_10", "fan_in_10", "new_recipients_10", "value_out_10",
     "novel_value", "novel_fan_out",
 )
+SETTLED = -1
+"""In place of the model version a pending item was scored with: its test score is final."""
 
 
 class DelayedLabelModel(Configurable):
@@ -32,24 +42,45 @@ class DelayedLabelModel(Configurable):
     and both wait in a bounded pending map (``max_pending`` items, at most
     ``max_delay_blocks`` old; older ones are dropped and counted in :attr:`expired`). A label
     whose ``subject`` is a pending item id trains the model on that item's features
-    (:meth:`learn_label`), and its event-time score and the label become :attr:`last_test`:
+    (:meth:`learn_label`), and the item's test score and the label become :attr:`last_test`:
     test-then-train, the test done before any label that came later.
-    :meth:`prequential_score` is that event-time score of a pending item.
+    :meth:`prequential_score` is the test score of a pending item as known so far.
+
+    The test score is settled in stream time when labels come with their ``released_block``
+    (applied in release order, as the labels topic holds them): before a label released at
+    block ``r`` trains the model, every pending item of a block before ``r`` is settled — its
+    score at :meth:`remember` is kept if no label was learned since, else it is scored again
+    by the model as it is then, which holds exactly the labels released by its block. So a
+    label read late (after the transactions that came after its release) still counts for
+    them, and the test pairs do not depend on how the two topics interleave. Without
+    ``released_block`` a label settles every pending item first, so the test score is the one
+    given at :meth:`remember`.
 
     >>> m = DelayedLabelModel(max_pending=10)
     >>> for i in range(40):
     ...     score = m.remember(f"t{i}", i, {"log_value": float(i % 2)})
-    ...     _ = m.learn_label(f"t{i}", i % 2)
+    ...     _ = m.learn_label(f"t{i}", i % 2, released_block=i + 1)
     >>> m.score_one({"log_value": 1.0}) > 0.5 > m.score_one({"log_value": 0.0})
     True
     >>> round(m.remember("late", 100, {"log_value": 1.0}), 2), m.prequential_score("late") > 0.5
     (0.68, True)
-    >>> m.learn_label("late", 1), round(m.last_test[0], 2), m.last_test[1]
+    >>> m.learn_label("late", 1, released_block=105), round(m.last_test[0], 2), m.last_test[1]
     (True, 0.68, 1)
+
+    Read late, a label released at block 3 still counts for the item of block 4, and not for
+    the item of block 2 (scored at :meth:`remember` before anything was learned):
+
+    >>> m = DelayedLabelModel()
+    >>> for block in (1, 2, 4):
+    ...     _ = m.remember(f"t{block}", block, {"log_value": 1.0})
+    >>> m.learn_label("t1", 1, released_block=3), m.prequential_score("t2")
+    (True, 0.5)
+    >>> m.prequential_score("t4") > 0.5
+    True
     """
 
     name = "delayed_label_model"
-    version = "2"
+    version = "3"
 
     def __init__(self, features: tuple[str, ...] = SUPERVISED_FEATURES,
                  learning_rate: float = 0.05, max_pending: int = 100_000,
@@ -63,8 +94,14 @@ class DelayedLabelModel(Configurable):
             preprocessing.StandardScaler(),
             linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate)),
         )
-        # item id -> (block, feature values in ``features`` order, score at event time)
-        self.pending: OrderedDict[str, tuple[int, tuple[float, ...], float]] = OrderedDict()
+        # item id -> (block, feature values in ``features`` order, test score, ``learned``
+        # when it was scored or SETTLED); the values as a packed array: a fifth of the memory
+        # of a tuple of floats
+        self.pending: OrderedDict[str, tuple[int, array[float], float, int]] = OrderedDict()
+        # items whose test score may still change, in the order remembered: ids and blocks
+        # (two deques of references, not one of tuples: 16 bytes an item)
+        self.unsettled: deque[str] = deque()
+        self.unsettled_blocks: deque[int] = deque()
         self.learned = 0
         self.unmatched = 0
         self.expired = 0
@@ -83,34 +120,99 @@ class DelayedLabelModel(Configurable):
         self.model.learn_one(self._vector(x), bool(y))
         self.learned += 1
 
+    def _predict(self, values: array[float]) -> float:
+        vector = dict(zip(self.features, values, strict=True))
+        return float(self.model.predict_proba_one(vector).get(True, 0.0))
+
     def remember(self, item_id: str, block: int, x: dict[str, float]) -> float:
         """Score ``x`` now and keep it until a label for ``item_id`` comes, or it is too
         old; returns the score."""
         vector = self._vector(x)
         score = float(self.model.predict_proba_one(vector).get(True, 0.0))
         pending = self.pending
-        pending[item_id] = (block, tuple(vector.values()), score)
+        pending[item_id] = (block, array("d", vector.values()), score, self.learned)
         pending.move_to_end(item_id)
+        self.unsettled.append(item_id)
+        self.unsettled_blocks.append(block)
         horizon = block - self.max_delay_blocks
         while len(pending) > self.max_pending or next(iter(pending.values()))[0] < horizon:
             pending.popitem(last=False)
             self.expired += 1
+        while self.unsettled and self._first_unsettled() is None:
+            self._drop_first()
+        while len(self.unsettled) > self.max_pending:  # bounded, even if nothing settles it
+            self._settle_first()
         return score
 
-    def learn_label(self, subject: str, label: int) -> bool:
+    def _first_unsettled(self) -> tuple[int, array[float], float, int] | None:
+        """The pending entry of the oldest item in :attr:`unsettled`; None if that item has
+        since been learned, expired or settled, or was remembered again (a duplicate: its
+        later place counts)."""
+        entry = self.pending.get(self.unsettled[0])
+        if entry is None or entry[3] == SETTLED or entry[0] != self.unsettled_blocks[0]:
+            return None
+        return entry
+
+    def _drop_first(self) -> None:
+        self.unsettled.popleft()
+        self.unsettled_blocks.popleft()
+
+    def _settle_first(self) -> None:
+        """Fix the test score of the oldest unsettled item (rescored if the model changed)."""
+        entry = self._first_unsettled()
+        item_id = self.unsettled[0]
+        self._drop_first()
+        if entry is None:
+            return
+        block, values, score, version = entry
+        if version != self.learned:
+            score = self._predict(values)
+        self.pending[item_id] = (block, values, score, SETTLED)
+
+    def settle(self, released_block: int | None = None) -> None:
+        """Stream time has reached ``released_block`` (a label released there is about to be
+        learned): fix the test score of every pending item of an earlier block; of every
+        pending item when None."""
+        blocks = self.unsettled_blocks
+        while blocks and (released_block is None or blocks[0] < released_block
+                          or self._first_unsettled() is None):
+            self._settle_first()
+
+    def learn_label(self, subject: str, label: int, released_block: int | None = None) -> bool:
         """Train on the pending item ``subject``; False if it is unknown or expired. Its
-        (event-time score, label) pair is left in :attr:`last_test`."""
+        (test score, label) pair is left in :attr:`last_test`. ``released_block`` is when
+        the label became known in stream time (see the class docstring); without it, the
+        label counts as released after every item remembered so far."""
+        self.settle(released_block)
         entry = self.pending.pop(subject, None)
         if entry is None:
             self.unmatched += 1
             return False
-        self.last_test = (entry[2], label)
+        _, values, score, version = entry
+        if version not in (SETTLED, self.learned):
+            # released no later than its own block: tested on what was learned before it
+            score = self._predict(values)
+        self.last_test = (score, label)
         if self.test_log is not None:
             self.test_log.append(self.last_test)
-        self.learn_one(dict(zip(self.features, entry[1], strict=True)), label)
+        self.learn_one(dict(zip(self.features, values, strict=True)), label)
         return True
 
     def prequential_score(self, item_id: str) -> float | None:
-        """The event-time score of the pending item ``item_id`` (None when not pending)."""
+        """The test score of the pending item ``item_id`` as known so far (final once a label
+        released after its block has been learned); None when not pending."""
         entry = self.pending.get(item_id)
-        return entry[2] if entry is not None else None
+        if entry is None:
+            return None
+        if entry[3] in (SETTLED, self.learned):
+            return entry[2]
+        return self._predict(entry[1])  # unsettled: every label learned so far is due for it
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled model, also one of version 2 (pending scores were final)."""
+        if "unsettled" not in state:
+            state["unsettled"], state["unsettled_blocks"] = deque(), deque()
+            state["pending"] = OrderedDict(
+                (item_id, (entry[0], array("d", entry[1]), entry[2], SETTLED))
+                for item_id, entry in state["pending"].items())
+        self.__dict__.update(state)

@@ -117,7 +117,8 @@ class TransactionScoring:
         """Train the supervised model on the item ``label.subject`` if it is still pending;
         the item's event-time score feeds the model's drift monitor (a metric only)."""
         model = self.supervised
-        if model.learn_label(label.subject, label.label) and model.last_test is not None:
+        if model.learn_label(label.subject, label.label, label.released_block) and \
+                model.last_test is not None:
             self.supervised_drift.learn_one({"score": model.last_test[0]})
 
 
