@@ -1,9 +1,13 @@
-"""The embedded pipeline: broker, synthetic producer and scorer in one process.
+"""The embedded pipeline: broker, synthetic producer, scorer and auditor in one process.
 
 ``chainwatch demo`` runs this: it starts a memory-backed local broker on a free port, creates
 the topics, streams a synthetic chain with one labelled campaign of each type into Kafka from
-a producer thread while the scorer consumes and alerts, reads the alerts back, grades them
-against the campaigns' ground truth, then stops the broker and summarises.
+a producer thread while the scorer consumes and alerts and the auditor appends every alert
+and checkpoint to a fresh audit log, reads the alerts back, grades them against the
+campaigns' ground truth, verifies the audit log, then stops the broker and summarises.
+
+The audit log outlives the demo (``chainwatch audit verify --store …`` checks it later); a
+demo replaces the log a previous demo left at the same path, and keeps its signing key.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from consumers.auditor import AuditorService
 from consumers.evaluate import headline, read_alerts
 from consumers.scorer import ScorerService
+from pipeline.audit import verify_store
 from pipeline.broker import LocalBroker
 from pipeline.evaluation import evaluate_synthetic
 from pipeline.progress import Progress, rate
@@ -43,6 +49,7 @@ class DemoResult:
     campaigns: list[dict[str, Any]]
     elapsed_s: float
     evaluation: dict[str, dict[str, Any]]
+    audit: dict[str, Any]
 
     @property
     def events_per_s(self) -> float:
@@ -62,6 +69,7 @@ class DemoResult:
             "campaigns": [{k: c[k] for k in ("campaign_id", "type", "subject", "start_block",
                                              "phases", "end_block")} for c in self.campaigns],
             "evaluation": self.evaluation,
+            "audit": self.audit,
         }
 
 
@@ -102,6 +110,9 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
     chain = SyntheticChain(SynthConfig(seed=seed, blocks=blocks,
                                        campaigns=dict.fromkeys(CAMPAIGN_TYPES, 4.0)))
     started = time.monotonic()
+    store = Path(settings.audit.store)
+    _remove_log(store)  # a log's input offsets are for its broker's topics; this one is new
+    scored = threading.Event()
     with LocalBroker() as broker, tempfile.TemporaryDirectory(prefix="chainwatch-") as tmp:
         settings = settings.replace(bootstrap_servers=broker.bootstrap,
                                     checkpoint_uri=str(Path(tmp) / "checkpoints"))
@@ -110,23 +121,42 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
         # one member in the group: a short session makes the join take ~1 s, not ~5 s
         scorer = ScorerService(settings, stop=stop, session_timeout_ms=2000,
                                heartbeat_interval_ms=500)
+        auditor = AuditorService(settings, stop=stop)
+        audit_error: list[BaseException] = []
+
+        def audit() -> None:
+            try:
+                auditor.run(input_finished=scored.is_set)
+            except BaseException as exc:  # reported by the main thread
+                audit_error.append(exc)
+                stop.set()
+
+        auditing = threading.Thread(target=audit, name="chainwatch-auditor")
         status = Progress(lambda: (
             f"demo: produced {producer.transactions + producer.dex_events:,} · scored "
             f"{scorer.stats.consumed:,} ({rate(scorer.stats.consumed, status.elapsed)}) · "
             f"alerts {sum(scorer.stats.alerts_by_type.values())}"), enabled=progress)
         ticker = _Ticker(status, stop)
         producer.start()
+        auditing.start()
         ticker.start()
         try:
             stats = scorer.run(input_finished=producer.done.is_set)
+            scored.set()  # the auditor stops once it has read everything the scorer wrote
+            auditing.join()
         finally:
             stop.set()
             producer.join()
+            auditing.join()
             ticker.join()
         status.done()
         if producer.error is not None:
             raise producer.error
+        if audit_error:
+            raise audit_error[0]
         alerts = read_alerts(settings, sum(stats.alerts_by_type.values()))
+    key = Path(settings.audit.key or f"{store}.key")
+    verified = verify_store(store, public_key=Path(f"{key}.pub"))
     report = evaluate_synthetic(alerts, chain.truth, stats.consumed)
     return DemoResult(
         seed=seed, blocks=blocks, bootstrap=broker.bootstrap,
@@ -138,7 +168,16 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
         evaluation={kind: {k: v for k, v in headline(kind, m).items()
                            if k in ("precision", "recall", "f1", "median_delay_blocks")}
                     for kind, m in report.items() if m.get("campaigns")},
+        audit={"store": str(store), "tree_size": verified.size,
+               "root": verified.root.hex() if verified.root else "",
+               "verified": verified.ok, "public_key": f"{key}.pub"},
     )
+
+
+def _remove_log(store: Path) -> None:
+    """Delete the audit log at ``store`` and SQLite's side files (not the signing key)."""
+    for path in (store, Path(f"{store}-wal"), Path(f"{store}-shm")):
+        path.unlink(missing_ok=True)
 
 
 class _Ticker(threading.Thread):

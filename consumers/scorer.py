@@ -13,6 +13,10 @@ For every polled record:
 
 Each task is checkpointed every ``checkpoint_every`` records or ``checkpoint_interval_s``
 seconds, on revocation and on shutdown, in the order documented in :mod:`consumers.tasks`.
+
+Health (:mod:`pipeline.health`): the loop beats on every turn and, at most once a second,
+reads each partition's lag from the fetch high-water mark (:mod:`pipeline.lag`). The service
+is ready once it holds partitions and each is within ``ready_max_lag`` records of its end.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from consumers.scoring import Scorer
 from consumers.tasks import Task, TaskManager
 from pipeline import clients, codec
+from pipeline.audit.trust import CheckpointTrust
 from pipeline.dlq import DeadLetterWriter
 from pipeline.errors import ConfigError, RecordError
+from pipeline.lag import READY_MAX_LAG, ConsumerHealth, LagMonitor
 from pipeline.metrics import (
     ALERTS,
     EVENT_TO_ALERT,
@@ -65,6 +71,7 @@ class ScorerService:
                  checkpoint_interval_s: float = 30.0,
                  scorer_factory: Callable[[], Scorer] = Scorer,
                  trusted: Callable[[str], bool] | None = None,
+                 ready_max_lag: int = READY_MAX_LAG,
                  **consumer_overrides: Any) -> None:
         self.settings = settings
         self.stop_event = stop or threading.Event()
@@ -85,22 +92,35 @@ class ScorerService:
         # called after each record with (its Kafka timestamp in ms, alerts raised): benchmarks
         self.on_scored: Callable[[int, int], None] | None = None
         self._next_state_export = 0.0
+        self.health = ConsumerHealth(ready_max_lag)
+
+    def alive(self) -> tuple[bool, str]:
+        """Whether the service loop is turning (``/healthz``); any thread may ask."""
+        return self.health.alive()
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether it holds partitions and is caught up (``/readyz``); any thread may ask."""
+        return self.health.ready()
 
     def run(self, input_finished: Callable[[], bool] | None = None) -> ScoreStats:
         """Score until stopped, or until ``input_finished()`` and every partition is caught up."""
+        trusted = self._trust()
         producer = clients.producer(self.settings, linger_ms=5)
         consumer = clients.consumer(
             self.settings, **({"partition_assignment_strategy": [RangePartitionAssignor]}
                               | self._consumer_overrides))
         tasks = self.tasks = TaskManager(self.settings, self.settings.checkpoint_store(),
                                          producer, scorer_factory=self.scorer_factory,
-                                         trusted=self.trusted)
+                                         trusted=trusted)
         dlq = DeadLetterWriter(producer, self.settings.topics.dlq, stage="scorer")
         try:
             self._check_co_partitioned(consumer)
-            consumer.subscribe(list(self._expected), listener=_Rebalance(consumer, tasks))
+            consumer.subscribe(list(self._expected),
+                               listener=_Rebalance(consumer, tasks, self.health.lag))
+            self.health.set_ready(False, "joining the consumer group")
             while not self.stop_event.is_set():
                 batch = consumer.poll(timeout_ms=self.poll_timeout_ms)
+                self.health.observe(consumer)
                 if batch:
                     self._score_batch(batch, producer, dlq, tasks)
                     for task in list(tasks.tasks.values()):
@@ -109,13 +129,24 @@ class ScorerService:
                     if time.monotonic() >= self._next_state_export:
                         self._export_state(tasks)
                 elif input_finished is not None and input_finished() and \
-                        self._caught_up(consumer):
+                        clients.caught_up(consumer):
                     break
+            self.health.set_ready(False, "stopping")
             tasks.checkpoint_all(consumer)  # a clean stop leaves nothing to re-read
         finally:
+            self.health.set_ready(False, "stopped")
             consumer.close()  # leaves the group; its revocation checkpoints need the producer
             producer.close()
+            self.health.close()
         return self.stats
+
+    def _trust(self) -> Callable[[str], bool] | None:
+        """The check a checkpoint passes before it is restored, beyond its own digest."""
+        if self.trusted is not None:
+            return self.trusted
+        if self.settings.audit.verify_checkpoints:
+            return CheckpointTrust.from_settings(self.settings)
+        return None
 
     def _export_state(self, tasks: TaskManager) -> None:
         """Drift, eviction and key counts of every task's Scorer, summed, as gauges."""
@@ -189,29 +220,15 @@ class ScorerService:
                 EVENT_TO_ALERT.observe(max(time.time() - msg.timestamp / 1000, 0.0))
                 self.stats.alerts_by_type[alert.type] += 1
 
-    @staticmethod
-    def _caught_up(consumer: KafkaConsumer) -> bool:
-        """Every assigned partition read up to its high-water mark.
-
-        The high-water mark from fetch responses is used, not ListOffsets, which the local
-        broker answers wrongly (see tests/integration/test_broker_defects.py).
-        """
-        assigned = consumer.assignment()
-        if not assigned:
-            return False
-        for tp in assigned:
-            high = consumer.highwater(tp)
-            if high is None or consumer.position(tp) < high:
-                return False
-        return True
-
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, consumer: KafkaConsumer, tasks: TaskManager) -> None:
+    def __init__(self, consumer: KafkaConsumer, tasks: TaskManager, lag: LagMonitor) -> None:
         self.consumer = consumer
         self.tasks = tasks
+        self.lag = lag
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.lag.forget(revoked)
         self.tasks.release(self.consumer, {tp.partition for tp in revoked})
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:

@@ -38,3 +38,19 @@ def consumer(settings: Settings, *topics: str, group_id: str | None = None,
         return KafkaConsumer(*topics, **settings.consumer_config(group_id, **overrides))
     except KafkaError as exc:
         raise _unreachable(settings, exc) from exc
+
+
+def caught_up(consumer: KafkaConsumer) -> bool:
+    """Every assigned partition read up to its high-water mark (False before assignment).
+
+    The high-water mark from fetch responses is used, not ListOffsets, which the local
+    broker answers wrongly (see tests/integration/test_broker_defects.py).
+    """
+    assigned = consumer.assignment()
+    if not assigned:
+        return False
+    for tp in assigned:
+        high = consumer.highwater(tp)
+        if high is None or consumer.position(tp) < high:
+            return False
+    return True

@@ -32,3 +32,19 @@ FEATURE_KEYS = Gauge(
 SCORING_LATENCY = Histogram(
     "chainwatch_scoring_latency_seconds", "Time to score one polled batch, per event",
     buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1))
+CONSUMER_LAG = Gauge(
+    "chainwatch_consumer_lag", "Records behind the partition's high-water mark, as of the last "
+    "fetch", ["topic", "partition"])
+CHECKPOINT_LAST_SUCCESS = Gauge(
+    "chainwatch_checkpoint_last_success_timestamp_seconds",
+    "Unix time of the task's newest checkpoint (written, published, committed)", ["task"])
+CHECKPOINT_SIZE = Histogram(
+    "chainwatch_checkpoint_size_bytes", "Size of the state in each checkpoint written",
+    buckets=(1e4, 1e5, 1e6, 4e6, 1.6e7, 6.4e7, 2.56e8, 1e9))
+AUDIT_LOG_SIZE = Gauge(
+    "chainwatch_audit_log_size", "Leaves in the audit log (its newest signed head's size)")
+AUDIT_HEAD_TIMESTAMP = Gauge(
+    "chainwatch_audit_head_timestamp_seconds", "Unix time of the newest signed tree head")
+AUDIT_APPEND = Histogram(
+    "chainwatch_audit_append_seconds", "Time to append one batch to the audit log and sign it",
+    buckets=(1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 1))

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from pipeline.checkpoints import CheckpointStore
 
 ENV_PREFIX = "CHAINWATCH_"
+LOG_FORMATS = ("text", "json")
 
 
 class Secret:
@@ -124,6 +125,16 @@ class Storage:
 
 
 @dataclass(frozen=True)
+class Audit:
+    """The audit log (``chainwatch audit``) and whether scorers check checkpoints against it."""
+
+    store: str = "chainwatch-data/audit.db"  # the SQLite file of the log
+    key: str = ""  # the auditor's Ed25519 private key; empty: <store>.key, made on first use
+    public_key: str = ""  # the key heads must be signed with (PEM file or hex); empty: <key>.pub
+    verify_checkpoints: bool = False  # scorers restore only checkpoints the log holds
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a chainwatch service needs to know about its surroundings."""
 
@@ -132,10 +143,13 @@ class Settings:
     consumer_group: str = "chainwatch-scorer"
     checkpoint_uri: str = "chainwatch-data/checkpoints"
     metrics_port: int = 0  # 0: no metrics server
+    metrics_host: str = "0.0.0.0"  # the metrics server's address; 127.0.0.1: local only
+    log_format: str = "text"  # text (for people) or json (one object a line)
     security: Security = field(default_factory=Security)
     topics: Topics = field(default_factory=Topics)
     partitions: Partitions = field(default_factory=Partitions)
     storage: Storage = field(default_factory=Storage)
+    audit: Audit = field(default_factory=Audit)
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -205,6 +219,9 @@ class Settings:
                 )
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port {self.metrics_port} is not a port (0-65535)")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format {self.log_format!r} is not one of "
+                              f"{', '.join(LOG_FORMATS)}")
         for f in dataclasses.fields(Partitions):
             if getattr(self.partitions, f.name) < 1:
                 raise ConfigError(f"partitions.{f.name} must be at least 1")
@@ -277,12 +294,16 @@ class Settings:
         return conf | overrides
 
 
-_NESTED: dict[str, type[Security] | type[Topics] | type[Partitions] | type[Storage]] = {
+_NESTED: dict[str, type[Security] | type[Topics] | type[Partitions] | type[Storage]
+              | type[Audit]] = {
     "security": Security,
     "topics": Topics,
     "partitions": Partitions,
     "storage": Storage,
+    "audit": Audit,
 }
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
 def env_var(name: str) -> str:
@@ -308,6 +329,8 @@ _TYPES: dict[str, type] = {
     "consumer_group": str,
     "checkpoint_uri": str,
     "metrics_port": int,
+    "metrics_host": str,
+    "log_format": str,
 }
 
 
@@ -321,6 +344,13 @@ def _get(settings: Settings, name: str) -> Any:
 def _coerce(name: str, kind: type, raw: Any) -> Any:
     if kind is Secret:
         return raw if isinstance(raw, Secret) else Secret(str(raw))
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ConfigError(f"setting {name} must be true or false, not {raw!r}")
     if kind is int:
         if isinstance(raw, bool):
             raise ConfigError(f"setting {name} must be a whole number, not {raw!r}")

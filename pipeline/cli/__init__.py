@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
+import os
 from collections.abc import Sequence
 from typing import NoReturn
 
+from pipeline import logs
 from pipeline.errors import ChainwatchError
+from pipeline.settings import env_var
 
 EXAMPLES = """examples:
   chainwatch demo                      # the whole pipeline on a local broker, with a summary
@@ -23,6 +25,7 @@ EXAMPLES = """examples:
   chainwatch produce replay ../shared/data/uniswap-v2-2021 --format uniswap-v2 \\
       --bootstrap 127.0.0.1:9092 --cursor uni.cursor
   chainwatch topics --bootstrap 127.0.0.1:9092   # create chainwatch's topics
+  chainwatch audit verify                        # check the audit log, leaf by leaf
 """
 
 
@@ -35,6 +38,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> Parser:
     from pipeline.cli import (
+        audit_cmd,
         broker_cmd,
         demo_cmd,
         evaluate_cmd,
@@ -50,7 +54,8 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for module in (demo_cmd, produce_cmd, score_cmd, evaluate_cmd, broker_cmd, topics_cmd):
+    for module in (demo_cmd, produce_cmd, score_cmd, evaluate_cmd, audit_cmd, broker_cmd,
+                   topics_cmd):
         module.add_parser(sub)
     return parser
 
@@ -58,17 +63,17 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = getattr(args, "log_level", "WARNING")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if level != "DEBUG":  # kafka-python logs every retry; chainwatch reports what matters
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    # until the settings are loaded (they may name another format): the flag, else the env
+    logs.configure(getattr(args, "log_level", "WARNING"),
+                   getattr(args, "log_format", None) or os.environ.get(env_var("log_format"))
+                   or "text")
     try:
         return int(args.run(args))
     except ChainwatchError as exc:
-        print(f"chainwatch {args.command}: error: {exc}", file=sys.stderr)
+        logs.announce(f"chainwatch {args.command}: error: {exc}", logging.ERROR)
         return 2
     except KeyboardInterrupt:
-        print(f"chainwatch {args.command}: interrupted", file=sys.stderr)
+        logs.announce(f"chainwatch {args.command}: interrupted", logging.WARNING)
         return 130
 
 

@@ -36,6 +36,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object on stdout instead of the summary")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--audit-store", metavar="PATH", default="chainwatch-data/demo/audit.db",
+                   help="where the demo's audit log goes; each demo replaces it, keeping "
+                        "its signing key (default: chainwatch-data/demo/audit.db)")
     add_common(p, bootstrap=False)
     p.set_defaults(run=run)
 
@@ -43,7 +46,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from consumers.demo import run_demo
 
-    settings = load_settings(args)
+    settings = load_settings(args, **{"audit.store": args.audit_store})
     result = run_demo(settings, blocks=args.blocks, seed=args.seed,
                       progress=not args.quiet, stop=stop_on_signals())
     if args.json:
@@ -64,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
           f"median delay {_fmt(m['median_delay_blocks'])} blocks "
           f"({DELAY_WORDS.get(kind, 'from its start')})"
           for kind, m in sorted(result.evaluation.items())),
+        f"  audit log        {result.audit['tree_size']:,} leaves in {result.audit['store']}"
+        f", {'verified' if result.audit['verified'] else 'NOT VERIFIED'}; check it with "
+        f"`chainwatch audit verify --store {result.audit['store']}`",
         f"  broker           {result.bootstrap} (stopped)",
     ]
     sys.stdout.write("\n".join(lines) + "\n")

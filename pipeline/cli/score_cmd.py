@@ -8,7 +8,14 @@ import sys
 import time
 from typing import Any
 
-from pipeline.cli.common import add_common, load_settings, positive_int, stop_on_signals
+from pipeline.cli.common import (
+    add_common,
+    add_metrics_port,
+    load_settings,
+    positive_int,
+    serving,
+    stop_on_signals,
+)
 
 HELP = """\
 Consume chain.transactions, chain.dex and chainwatch.labels as a member of a consumer group,
@@ -20,10 +27,14 @@ Checkpoints (per partition: models, feature windows and the offsets they cover) 
 --checkpoints, a directory or s3://bucket/prefix (settings storage.* for the S3 endpoint and
 keys). Stops cleanly on Ctrl-C or SIGTERM, after a final checkpoint.
 
+With --metrics-port, serves /metrics (Prometheus), /healthz (the loop is alive) and /readyz
+(partitions assigned, each within 1000 records of its end).
+
 examples:
   chainwatch score --bootstrap 127.0.0.1:9092
   chainwatch score --group fraud-eu --checkpoints s3://chainwatch/checkpoints
   chainwatch score --until-caught-up --json     # score what is there, then exit
+  chainwatch score --metrics-port 9108 --log-format json   # as in a container
 """
 
 
@@ -38,27 +49,39 @@ def add_parser(sub: Any) -> None:
                    help="checkpoint a partition after N records (default 50000)")
     p.add_argument("--checkpoint-interval", type=float, default=30.0, metavar="S",
                    help="…or after S seconds with new records (default 30)")
+    p.add_argument("--verify-checkpoints", action="store_true", default=None,
+                   help="restore only checkpoints whose digest the audit log holds, proven "
+                        "against its signed head (setting audit.verify_checkpoints; the log "
+                        "and key: audit.store, audit.public_key)")
     p.add_argument("--until-caught-up", action="store_true",
                    help="exit once every assigned partition is read to its end")
     p.add_argument("--json", action="store_true", help="print a JSON summary on exit")
+    add_metrics_port(p)
     add_common(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from consumers.scorer import ScorerService
+    from pipeline.logs import announce
 
     if args.checkpoint_interval <= 0:
         print("chainwatch score: error: --checkpoint-interval must be above 0 seconds",
               file=sys.stderr)
         return 2
-    settings = load_settings(args, consumer_group=args.group, checkpoint_uri=args.checkpoints)
+    settings = load_settings(args, consumer_group=args.group, checkpoint_uri=args.checkpoints,
+                             **{"audit.verify_checkpoints": args.verify_checkpoints})
     service = ScorerService(settings, stop_on_signals(), checkpoint_every=args.checkpoint_every,
                             checkpoint_interval_s=args.checkpoint_interval)
-    print(f"chainwatch score: group {settings.consumer_group} on {settings.bootstrap_servers}; "
-          "Ctrl-C to stop", file=sys.stderr, flush=True)
     started = time.monotonic()
-    stats = service.run(input_finished=(lambda: True) if args.until_caught_up else None)
+    with serving(settings, service, "chainwatch score"):
+        announce(f"chainwatch score: group {settings.consumer_group} on "
+                 f"{settings.bootstrap_servers}; Ctrl-C to stop")
+        if not settings.audit.verify_checkpoints:
+            announce("chainwatch score: note: checkpoints are checked against their own "
+                     "digest only; set CHAINWATCH_AUDIT_VERIFY_CHECKPOINTS=true (or "
+                     "--verify-checkpoints) to restore only those in the audit log")
+        stats = service.run(input_finished=(lambda: True) if args.until_caught_up else None)
     summary = {"consumed": stats.consumed, "scored": stats.scored,
                "dead_lettered": stats.dead_lettered,
                "alerts_by_type": dict(sorted(stats.alerts_by_type.items())),
@@ -67,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"chainwatch score: consumed {stats.consumed:,}, dead-lettered "
-              f"{stats.dead_lettered:,}, alerts {sum(stats.alerts_by_type.values()):,}",
-              file=sys.stderr)
+        announce(f"chainwatch score: consumed {stats.consumed:,}, dead-lettered "
+                 f"{stats.dead_lettered:,}, alerts {sum(stats.alerts_by_type.values()):,}")
     return 0

@@ -1,0 +1,298 @@
+"""Writing the audit log: an append-only Merkle log in one SQLite file, signed batch by batch.
+
+One process writes a log (the auditor: a single sequencer). :meth:`AuditLog.open` loads
+the signing key (made on first use, see :mod:`pipeline.audit.signing`) and rebuilds the
+tree's perfect-subtree roots from O(log n) stored hashes, after checking they give the root
+of the last signed head. Then :meth:`AuditLog.append` adds a batch in one transaction:
+
+1. its leaves, in order; a leaf whose id is already in the log, or earlier in the batch, is
+   skipped and reported as a duplicate (as a *conflict* too if its bytes differ);
+2. the keys of their ids (:mod:`pipeline.audit.ids`), and the hashes of the perfect
+   subtrees they complete, at the stored levels;
+3. one signed head for the new size, linked to the previous head (none if no leaf is new);
+4. the input offsets the batch consumed, so a restarted auditor resumes exactly.
+
+The tree is kept incrementally (:class:`~pipeline.audit.merkle.CompactRange`): a batch
+costs about two hashes per leaf, one root of O(log n) hashes and one signature.
+
+The log is a sink like the others: ``write`` buffers, ``flush`` appends what was buffered
+as one batch, ``close`` flushes. Everything an :class:`~pipeline.audit.reader.AuditReader`
+reads, a writer reads too.
+
+>>> import tempfile
+>>> from pipeline.audit.proofs import verify_inclusion
+>>> leaf = Leaf.decode(b'checkpoint\\n{"created_at":1,"group":"g","meta":{},"seq":1,'
+...     b'"sha256":"' + b"ab" * 32 + b'","size":0,"task":"p0","uri":"file:///x"}')
+>>> with tempfile.TemporaryDirectory() as tmp, AuditLog.open(f"{tmp}/audit.db") as log:
+...     first = log.append([leaf], {("chainwatch.checkpoints", 0): 1})
+...     again = log.append([leaf])
+...     ok = verify_inclusion(log.public_hex(), log.head, leaf, log.inclusion_proof(leaf.id))
+...     first.appended, again.duplicates == (leaf.id,), ok, log.offsets()
+(1, True, True, {('chainwatch.checkpoints', 0): 1})
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.audit.errors import AuditError
+from pipeline.audit.ids import id_key
+from pipeline.audit.leaves import Leaf
+from pipeline.audit.merkle import ZERO_HASH, CompactRange, Node, decompose
+from pipeline.audit.reader import AuditReader
+from pipeline.audit.schema import (
+    FORMAT,
+    HEAD_COLUMNS,
+    NODE_STRIDE,
+    SCHEMA,
+    latest_head,
+    open_db,
+    sql_errors,
+)
+from pipeline.audit.seal import Seal, seal_file
+from pipeline.audit.signing import SignedHead, Signer
+
+logger = logging.getLogger(__name__)
+
+Offsets = Mapping[tuple[str, int], int]
+"""Input consumed: ``(topic, partition) -> next offset`` (the last offset read + 1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What one batch did: leaves ``first_index .. first_index + appended - 1`` are new."""
+
+    appended: int
+    first_index: int
+    duplicates: tuple[str, ...]
+    """Ids skipped because the log (or the batch) already had them."""
+    conflicts: tuple[str, ...]
+    """The duplicates whose bytes differ from the leaf logged under the same id."""
+    head: SignedHead | None
+    """The new signed head; None when the batch added no leaf (its offsets still count)."""
+
+
+def default_key_path(path: str | Path) -> Path:
+    """Where the signing key of the log at ``path`` lives unless told: ``<path>.key``."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.key")
+
+
+class AuditLog(AuditReader):
+    """The writer of one audit log file; build it with :meth:`open`, close it when done."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, signer: Signer,
+                 clock: Callable[[], int]) -> None:
+        super().__init__(conn, path)
+        self._signer = signer
+        self._clock = clock
+        self._tree = CompactRange()
+        self._head: SignedHead | None = None
+        self._pending: list[Leaf] = []
+        self._pending_offsets: dict[tuple[str, int], int] = {}
+
+    @classmethod
+    def open(cls, path: str | Path, key: Signer | str | Path | None = None, *,
+             clock: Callable[[], int] | None = None) -> AuditLog:
+        """Open (or create) the log at ``path`` to append to it, signing with ``key``: a
+        Signer, or a key file, made if missing (default :func:`default_key_path`).
+        ``clock`` gives head times in Unix ms (default: the wall clock; a head is never
+        dated before the previous one)."""
+        path = Path(path)
+        signer = key if isinstance(key, Signer) else \
+            Signer.load_or_create(key if key is not None else default_key_path(path))
+        conn = open_db(path, readonly=False)
+        log = cls(conn, path, signer, clock or (lambda: time.time_ns() // 1_000_000))
+        try:
+            with sql_errors(f"open the audit log {path}"):
+                log._init_schema()
+                log._load_tree()
+        except BaseException:
+            conn.close()
+            raise
+        return log
+
+    @property
+    def head(self) -> SignedHead | None:
+        return self._head
+
+    @property
+    def signer(self) -> Signer:
+        return self._signer
+
+    # -- sink protocol ---------------------------------------------------------------------
+
+    def write(self, leaf: Leaf | None, consumed: tuple[str, int, int] | None = None) -> None:
+        """Buffer ``leaf`` for the next batch, and note that the input has been consumed up
+        to ``consumed = (topic, partition, next_offset)``; either may be None."""
+        self._check_open()
+        if leaf is not None:
+            self._pending.append(leaf)
+        if consumed is not None:
+            topic, partition, next_offset = consumed
+            self._pending_offsets[(topic, partition)] = next_offset
+
+    def flush(self) -> AppendResult | None:
+        """Append what :meth:`write` buffered as one batch (None if there was nothing)."""
+        if not self._pending and not self._pending_offsets:
+            return None
+        leaves, offsets = self._pending, self._pending_offsets
+        self._pending, self._pending_offsets = [], {}
+        return self.append(leaves, offsets)
+
+    def close(self) -> None:
+        """Flush, seal, then close the file. Closing twice is harmless."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+            self.seal()
+        finally:
+            super().close()
+
+    def seal(self) -> Seal | None:
+        """Sign the digest of the whole file at the current head (see
+        :mod:`~pipeline.audit.seal`): costs one read of the file; None if a reader held the
+        WAL or the log is empty, and then the next call tries again."""
+        self._check_open()
+        if self._head is None:
+            return None
+        with sql_errors(f"seal the audit log {self.path}"):
+            return seal_file(self._conn, self.path, self._signer, self._head)
+
+    # -- appending -------------------------------------------------------------------------
+
+    def append(self, leaves: Iterable[Leaf], offsets: Offsets | None = None) -> AppendResult:
+        """Append one batch in one transaction; see the module docstring. Leaves buffered
+        by :meth:`write` are appended first, as a batch of their own."""
+        self._check_open()
+        if self._pending or self._pending_offsets:
+            self.flush()
+        batch = list(leaves)
+        if not all(isinstance(leaf, Leaf) for leaf in batch):
+            raise AuditError("append takes Leaf objects; build them with Leaf.from_alert_json "
+                             "or Leaf.from_checkpoint_json")
+        offset_rows = _offset_rows(offsets or {})
+        conn = self._conn
+        with sql_errors(f"append to the audit log {self.path}"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result, tree, keys = self._append(batch, offset_rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        self._ids.extend(key for _, key in keys)
+        self._tree = tree
+        self._head = result.head or self._head
+        return result
+
+    def _append(self, batch: list[Leaf], offset_rows: list[tuple[str, int, int]],
+                ) -> tuple[AppendResult, CompactRange, list[tuple[int, int]]]:
+        conn = self._conn
+        stored = conn.execute("SELECT coalesce(max(idx) + 1, 0) FROM leaves").fetchone()[0]
+        if stored != self._tree.size:
+            raise AuditError(f"the audit log {self.path} has {stored} leaves, this writer "
+                             f"expected {self._tree.size}: another process appended to it; "
+                             "run only one auditor per log")
+        keyed = {leaf.id: id_key(leaf.id) for leaf in batch}
+        known = {leaf_id: h for leaf_id, (_, h) in self._ids.find(conn, keyed).items()}
+        tree = self._tree.copy()
+        first = tree.size
+        rows: list[tuple[int, str, str, bytes, bytes]] = []
+        keys: list[tuple[int, int]] = []
+        completed: list[Node] = []
+        duplicates: list[str] = []
+        conflicts: list[str] = []
+        for leaf in batch:
+            h = leaf.hash
+            prior = known.get(leaf.id)
+            if prior is not None:
+                duplicates.append(leaf.id)
+                if prior != h:
+                    conflicts.append(leaf.id)
+                continue
+            known[leaf.id] = h
+            rows.append((tree.size, leaf.kind, leaf.id, leaf.data, h))
+            keys.append((tree.size, keyed[leaf.id]))
+            tree.append(h, completed)
+        head = self._sign(tree) if rows else None
+        if head is not None:
+            conn.executemany("INSERT INTO leaves (idx, kind, id, data, hash) "
+                             "VALUES (?, ?, ?, ?, ?)", rows)
+            conn.executemany("INSERT INTO id_keys (idx, key) VALUES (?, ?)", keys)
+            conn.executemany("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)",
+                             [node for node in completed if node[0] % NODE_STRIDE == 0])
+            conn.execute(f"INSERT INTO heads ({HEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                         (head.size, head.root, head.prev, head.timestamp_ms, head.signature))
+        conn.executemany("INSERT INTO offsets (topic, partition, next_offset) VALUES (?, ?, ?) "
+                         "ON CONFLICT (topic, partition) DO UPDATE SET "
+                         "next_offset = excluded.next_offset", offset_rows)
+        if conflicts:
+            logger.warning("audit log: %d duplicate ids with different content, kept the "
+                           "first: %s", len(conflicts), ", ".join(conflicts[:5]))
+        result = AppendResult(len(rows), first, tuple(duplicates), tuple(conflicts), head)
+        return result, tree, keys
+
+    def _sign(self, tree: CompactRange) -> SignedHead:
+        prev = self._head
+        timestamp = max(self._clock(), prev.timestamp_ms if prev else 0)
+        return self._signer.sign_head(tree.size, tree.root(),
+                                      prev.hash() if prev else ZERO_HASH, timestamp)
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise AuditError(f"the audit log {self.path} is closed; open it again to append")
+
+    def _init_schema(self) -> None:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                             [("format", FORMAT), ("node_stride", str(NODE_STRIDE)),
+                              ("public_key", self._signer.public_hex())])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        meta = self._check_format()
+        if meta.get("public_key") != self._signer.public_hex():
+            raise AuditError(f"the audit log {self.path} is signed with the key "
+                             f"{meta.get('public_key')}, not {self._signer.public_hex()}; "
+                             "give the log's own key file")
+
+    def _load_tree(self) -> None:
+        head = latest_head(self._conn)
+        size = head.size if head else 0
+        stored = self._conn.execute("SELECT coalesce(max(idx) + 1, 0) FROM leaves").fetchone()[0]
+        if stored == size:
+            roots = [self._source(level, index) for level, index in decompose(0, size)]
+            self._tree = CompactRange(size, roots)
+        if stored != size or (head is not None and self._tree.root() != head.root):
+            raise AuditError(f"the audit log {self.path} does not match its last signed head "
+                             f"({stored} leaves, head size {size}); it was changed outside "
+                             "chainwatch: run chainwatch audit verify before appending")
+        self._head = head
+        self._ids.refresh(self._conn, size)
+
+
+def _offset_rows(offsets: Offsets) -> list[tuple[str, int, int]]:
+    rows = []
+    for key, value in offsets.items():
+        topic, partition = key
+        if not isinstance(topic, str) or type(partition) is not int or type(value) is not int \
+                or partition < 0 or value < 0:
+            raise AuditError(f"offset {key!r}: {value!r}: expected (topic, partition) -> "
+                             "next offset, with integers >= 0")
+        rows.append((topic, partition, value))
+    return rows

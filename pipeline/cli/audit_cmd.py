@@ -1,0 +1,250 @@
+"""``chainwatch audit``: run the auditor, and check the audit log and its proofs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.cli.common import (
+    add_common,
+    add_metrics_port,
+    load_settings,
+    non_negative_int,
+    serving,
+    stop_on_signals,
+)
+from pipeline.settings import Settings
+
+HELP = """\
+The audit log is an append-only Merkle log (RFC 6962 / 9162) of every alert and every model
+checkpoint, in one SQLite file, with an Ed25519-signed head per appended batch. Anyone with
+the public key can check that an alert is in it, and that a later log extends an earlier
+one, without the file.
+
+examples:
+  chainwatch audit serve --bootstrap 127.0.0.1:9092            # the auditor service
+  chainwatch audit verify --store chainwatch-data/audit.db     # check every leaf and head
+  chainwatch audit prove 3f2a...e1 > proof.json                # an alert's inclusion proof
+  chainwatch audit check-proof proof.json --public-key chainwatch-data/audit.db.key.pub
+  chainwatch audit head                                        # the newest signed head
+  chainwatch audit consistency 1200                            # size 1200 -> now
+  chainwatch audit public-key                                  # the key to give verifiers
+"""
+STORE_HELP = "the audit log file (default: setting audit.store, chainwatch-data/audit.db)"
+KEY_HELP = ("the log's public key: a PEM file or 64 hex characters (default: setting "
+            "audit.public_key, else the .pub file beside the auditor's private key)")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("audit", help="the audit log: run the auditor, verify, prove",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmds = p.add_subparsers(dest="audit_command", metavar="AUDIT_COMMAND",
+                            parser_class=type(p))
+    cmds.required = True
+
+    s = cmds.add_parser("serve", help="append alerts and checkpoints to the log; publish heads",
+                        description="The auditor: reads chainwatch.alerts and "
+                        "chainwatch.checkpoints, appends them to the log, publishes each "
+                        "signed head to chainwatch.audit. One per log. Stops on Ctrl-C or "
+                        "SIGTERM. With --metrics-port, serves /metrics, /healthz and /readyz "
+                        "(ready: every input partition read to within 1000 records of its "
+                        "end).")
+    s.add_argument("--store", metavar="PATH", help=STORE_HELP)
+    s.add_argument("--key", metavar="PATH", help="the private signing key (default: setting "
+                   "audit.key, else <store>.key; made with mode 0600 on first use)")
+    s.add_argument("--until-caught-up", action="store_true",
+                   help="exit once every input partition is read to its end")
+    s.add_argument("--json", action="store_true", help="print a JSON summary on exit")
+    add_metrics_port(s)
+    add_common(s)
+    s.set_defaults(run=run_serve)
+
+    v = cmds.add_parser("verify", help="recompute every leaf, node and head of the log",
+                        description="Recompute every leaf hash, stored node and root, check "
+                        "every head's signature and the chain of heads. Prints OK with the "
+                        "size and root, or the first bad entry, and exits 1.")
+    _store_args(v, key=True)
+    v.set_defaults(run=run_verify)
+
+    pr = cmds.add_parser("prove", help="print an alert's inclusion proof as JSON",
+                         description="Print the inclusion proof of an alert (or a leaf id "
+                         "such as checkpoint:<sha256>) against the newest signed head, with "
+                         "the leaf itself: everything `check-proof` needs but the key.")
+    pr.add_argument("leaf_id", metavar="ALERT_ID")
+    _store_args(pr)
+    pr.set_defaults(run=run_prove)
+
+    c = cmds.add_parser("check-proof", help="check a proof file offline, with the public key",
+                        description="Check a proof printed by `audit prove`: the head's "
+                        "signature and the audit path from the leaf to its root. Needs no "
+                        "log, only the public key. Exit status 0 valid, 1 invalid.")
+    c.add_argument("file", metavar="FILE", help="the proof JSON, or - for standard input")
+    c.add_argument("--public-key", metavar="KEY", required=True, help=KEY_HELP)
+    c.add_argument("--log-level", default="WARNING", help=argparse.SUPPRESS)
+    c.set_defaults(run=run_check_proof, config=None)
+
+    h = cmds.add_parser("head", help="print the newest signed head as JSON")
+    _store_args(h)
+    h.set_defaults(run=run_head)
+
+    co = cmds.add_parser("consistency", help="print a consistency proof from an older size",
+                         description="Print the proof that the log now extends the log of "
+                         "OLD_SIZE leaves, with the heads signed at both sizes when the log "
+                         "has them.")
+    co.add_argument("old_size", metavar="OLD_SIZE", type=non_negative_int)
+    _store_args(co)
+    co.set_defaults(run=run_consistency)
+
+    k = cmds.add_parser("public-key", help="print the log's public key (PEM)")
+    _store_args(k, key=True)
+    k.set_defaults(run=run_public_key)
+
+
+def _store_args(p: argparse.ArgumentParser, key: bool = False) -> None:
+    p.add_argument("--store", metavar="PATH", help=STORE_HELP)
+    if key:
+        p.add_argument("--public-key", metavar="KEY", help=KEY_HELP)
+    add_common(p, bootstrap=False)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args, **{"audit.store": getattr(args, "store", None),
+                                  "audit.key": getattr(args, "key", None),
+                                  "audit.public_key": getattr(args, "public_key", None)})
+
+
+def _public_key(settings: Settings) -> Path | str:
+    """The configured public key: given, else the ``.pub`` beside the private key."""
+    from pipeline.audit import AuditKeyError
+
+    audit = settings.audit
+    if audit.public_key:
+        given = Path(audit.public_key)
+        return given if given.is_file() else audit.public_key
+    path = Path(f"{audit.key or audit.store + '.key'}.pub")
+    if not path.is_file():
+        raise AuditKeyError(f"no public key at {path}; give the log's key with --public-key "
+                            "(a PEM file or 64 hex characters)")
+    return path
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from consumers.auditor import AuditorService
+    from pipeline.logs import announce
+
+    settings = _settings(args)
+    service = AuditorService(settings, stop_on_signals())
+    started = time.monotonic()
+    with serving(settings, service, "chainwatch audit serve"):
+        announce(f"chainwatch audit serve: log {settings.audit.store}, reading "
+                 f"{settings.topics.alerts} and {settings.topics.checkpoints} on "
+                 f"{settings.bootstrap_servers}; Ctrl-C to stop")
+        stats = service.run(input_finished=(lambda: True) if args.until_caught_up else None)
+    summary = {"store": settings.audit.store, "consumed": stats.consumed,
+               "appended": stats.appended, "duplicates": stats.duplicates,
+               "conflicts": stats.conflicts, "dead_lettered": stats.dead_lettered,
+               "tree_size": stats.tree_size, "root": stats.root,
+               "elapsed_s": round(time.monotonic() - started, 3)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        announce(f"chainwatch audit serve: appended {stats.appended:,} leaves "
+                 f"({stats.duplicates:,} duplicates); the log has {stats.tree_size:,}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from pipeline.audit import verify_store
+
+    settings = _settings(args)
+    result = verify_store(settings.audit.store, public_key=_public_key(settings))
+    print(result)
+    return 0 if result.ok else 1
+
+
+def run_prove(args: argparse.Namespace) -> int:
+    from pipeline.audit import AuditReader, ProofError
+
+    settings = _settings(args)
+    with AuditReader.open(settings.audit.store) as reader:
+        head = reader.head
+        index = reader.index_of(args.leaf_id)
+        if head is None or index is None:
+            raise ProofError(f"{args.leaf_id!r} is not in the audit log "
+                             f"{settings.audit.store} ({reader.size} leaves); check the id, "
+                             "or wait for the auditor to catch up")
+        proof = reader.inclusion_proof(index, head.size)
+        leaf = reader.leaf(index)
+    print(json.dumps({"leaf_id": leaf.id, "leaf": leaf.data.decode(),
+                      "proof": json.loads(proof.to_json()),
+                      "head": json.loads(head.to_json())}, indent=2))
+    return 0
+
+
+def run_check_proof(args: argparse.Namespace) -> int:
+    from pipeline.audit import AuditError, InclusionProof, SignedHead, verify_inclusion
+    from pipeline.audit.signing import load_public_key
+
+    key = load_public_key(Path(args.public_key) if Path(args.public_key).is_file()
+                          else args.public_key)
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        doc = json.loads(text)
+        leaf = doc["leaf"].encode()
+        proof = InclusionProof.from_json(json.dumps(doc["proof"]))
+        head = SignedHead.from_json(json.dumps(doc["head"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, AuditError) as exc:
+        print(f"INVALID: {args.file} is not a proof printed by `chainwatch audit prove` "
+              f"({exc})")
+        return 1
+    if verify_inclusion(key, head, leaf, proof):
+        print(f"VALID: {doc.get('leaf_id', 'the leaf')} is leaf {proof.index} of the log of "
+              f"{head.size} leaves with root {head.root.hex()}, signed at "
+              f"{head.timestamp_ms} ms")
+        return 0
+    print("INVALID: the head is not signed by this key, or the leaf and path do not lead "
+          "to its root")
+    return 1
+
+
+def run_head(args: argparse.Namespace) -> int:
+    from pipeline.audit import AuditReader
+
+    settings = _settings(args)
+    with AuditReader.open(settings.audit.store) as reader:
+        head = reader.head
+    if head is None:
+        print(f"chainwatch audit head: the log {settings.audit.store} is empty",
+              file=sys.stderr)
+        return 1
+    print(head.to_json().decode())
+    return 0
+
+
+def run_consistency(args: argparse.Namespace) -> int:
+    from pipeline.audit import AuditReader
+
+    settings = _settings(args)
+    with AuditReader.open(settings.audit.store) as reader:
+        proof = reader.consistency_proof(args.old_size)
+        heads = {h.size: h for h in reader.heads()}
+    old, new = heads.get(proof.old_size), heads.get(proof.new_size)
+    print(json.dumps({"proof": json.loads(proof.to_json()),
+                      "old_head": json.loads(old.to_json()) if old else None,
+                      "new_head": json.loads(new.to_json()) if new else None}, indent=2))
+    return 0
+
+
+def run_public_key(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives import serialization
+
+    from pipeline.audit.signing import load_public_key
+
+    key = load_public_key(_public_key(_settings(args)))
+    print(key.public_bytes(serialization.Encoding.PEM,
+                           serialization.PublicFormat.SubjectPublicKeyInfo).decode(), end="")
+    return 0

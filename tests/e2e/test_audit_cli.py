@@ -1,0 +1,107 @@
+"""``chainwatch audit`` as a user types it, on the log a real demo run leaves behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.audit import AuditReader, Signer
+from tests.conftest import CHAINWATCH
+
+pytestmark = pytest.mark.e2e
+
+
+def _cw(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CHAINWATCH, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    cwd = tmp_path_factory.mktemp("demo")
+    done = _cw("demo", "--json", "--quiet", "--blocks", "300", "--seed", "77", cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    summary: dict[str, Any] = json.loads(done.stdout)
+    summary["cwd"] = cwd
+    return summary
+
+
+def test_demo_reports_a_verified_log_and_audit_verify_agrees(demo: dict[str, Any]) -> None:
+    audit = demo["audit"]
+    alerts = sum(demo["alerts_by_type"].values())
+    assert audit["verified"] is True
+    assert audit["tree_size"] > alerts > 0  # every alert, and the scorer's checkpoints
+    done = _cw("audit", "verify", "--store", audit["store"], cwd=demo["cwd"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"OK: {audit['tree_size']} leaves")
+    assert audit["root"] in done.stdout
+
+
+def test_one_changed_byte_in_a_copy_fails_verification(demo: dict[str, Any]) -> None:
+    cwd, audit = demo["cwd"], demo["audit"]
+    original = (cwd / audit["store"]).read_bytes()
+    failures = tried = 0
+    for i, offset in enumerate(range(100, len(original), max(len(original) // 12, 1))):
+        copy = cwd / f"copy-{i}.db"
+        data = bytearray(original)
+        data[offset] ^= 0x01
+        copy.write_bytes(bytes(data))
+        done = _cw("audit", "verify", "--store", str(copy), "--public-key", audit["public_key"],
+                   cwd=cwd)
+        assert not done.stdout.startswith("OK"), f"byte {offset} changed, still {done.stdout}"
+        failures += done.returncode != 0
+        tried += 1
+        assert done.stdout.startswith(("FAILED", "UNREADABLE")) or done.returncode == 2, \
+            done.stdout + done.stderr
+    assert failures == tried >= 10
+
+
+def test_a_proof_from_audit_prove_checks_offline_with_only_the_public_key(
+        demo: dict[str, Any], tmp_path: Path) -> None:
+    cwd, audit = demo["cwd"], demo["audit"]
+    with AuditReader.open(cwd / audit["store"]) as reader:
+        alert_id = next(leaf.id for leaf in map(reader.leaf, range(reader.size))
+                        if leaf.kind == "alert")
+    proved = _cw("audit", "prove", alert_id, "--store", audit["store"], cwd=cwd)
+    assert proved.returncode == 0, proved.stderr
+    offline = tmp_path / "elsewhere"  # no log here: only the proof and the public key
+    offline.mkdir()
+    (offline / "proof.json").write_text(proved.stdout)
+    shutil.copy(cwd / audit["public_key"], offline / "log.pub")
+
+    ok = _cw("audit", "check-proof", "proof.json", "--public-key", "log.pub", cwd=offline)
+    assert ok.returncode == 0 and ok.stdout.startswith(f"VALID: {alert_id}"), ok.stdout
+
+    (offline / "other.pub").write_text(Signer.generate().public_pem())
+    wrong_key = _cw("audit", "check-proof", "proof.json", "--public-key", "other.pub",
+                    cwd=offline)
+    assert wrong_key.returncode == 1 and wrong_key.stdout.startswith("INVALID")
+
+    doc = json.loads(proved.stdout)
+    doc["leaf"] = doc["leaf"].replace('"severity":"', '"severity":"x', 1)
+    (offline / "edited.json").write_text(json.dumps(doc))
+    edited = _cw("audit", "check-proof", "edited.json", "--public-key", "log.pub", cwd=offline)
+    assert edited.returncode == 1 and edited.stdout.startswith("INVALID")
+
+
+def test_head_consistency_and_errors_as_a_user_sees_them(demo: dict[str, Any]) -> None:
+    cwd, audit = demo["cwd"], demo["audit"]
+    head = _cw("audit", "head", "--store", audit["store"], cwd=cwd)
+    assert json.loads(head.stdout)["size"] == audit["tree_size"]
+    consistency = _cw("audit", "consistency", "1", "--store", audit["store"], cwd=cwd)
+    proof = json.loads(consistency.stdout)["proof"]
+    assert (proof["old_size"], proof["new_size"]) == (1, audit["tree_size"])
+
+    unknown = _cw("audit", "prove", "0" * 32, "--store", audit["store"], cwd=cwd)
+    assert unknown.returncode == 2 and "is not in the audit log" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1
+    missing = _cw("audit", "verify", "--store", "nowhere.db", "--public-key",
+                  audit["public_key"], cwd=cwd)
+    assert missing.returncode == 1 and missing.stdout.startswith("UNREADABLE")
+    bad = _cw("audit", "consistency", "-3", cwd=cwd)
+    assert bad.returncode == 2 and "(see 'chainwatch audit consistency --help')" in bad.stderr
