@@ -5,7 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test check bench clean
+.PHONY: demo test check tools deploy-check up down clean
+COMPOSE ?= docker compose
+STACK := $(COMPOSE) -p chainwatch -f deploy/docker-compose.yml
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +18,21 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/chainwatch demo
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# prometheus + promtool and a Compose implementation, from Debian's packages if missing
+tools:
+	bash .ci/tools.sh
+
+deploy-check: $(BIN)/.installed tools
+	$(BIN)/python -m pytest -q tests/unit/test_deploy_*.py
+
+up:
+	$(STACK) up -d --build
+
+down:
+	$(STACK) down
 
 check: $(BIN)/.installed
 	$(BIN)/ruff check .

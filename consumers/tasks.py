@@ -21,6 +21,12 @@ skips it; the next regular checkpoint commits.
 
 Alerts depend only on each topic-partition's own order and carry deterministic ids and
 bytes, so whatever is re-read after a crash re-sends byte-identical alerts.
+
+Metrics: ``chainwatch_checkpoint_last_success_timestamp_seconds{task}`` is set to the time a
+checkpoint's steps completed, and on restore to the restored checkpoint's time (so a task
+whose writes then fail shows its age); ``chainwatch_checkpoint_size_bytes`` observes each
+state written. A released task's series stays: the alert rule takes the newest over all
+scorers, and the old value is what shows when the new owner cannot checkpoint.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from kafka.structs import OffsetAndMetadata
 
 from consumers.scoring import Scorer
 from pipeline.checkpoints import CheckpointRef, CheckpointStore
+from pipeline.metrics import CHECKPOINT_LAST_SUCCESS, CHECKPOINT_SIZE
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -116,6 +123,7 @@ class TaskManager:
         if found is None:
             return Task(partition, self.scorer_factory())
         ref, data = found
+        CHECKPOINT_LAST_SUCCESS.labels(task=ref.task).set(ref.created_at / 1000)
         state = pickle.loads(data)  # the store verified the digest before we unpickle
         if state.get("format") != STATE_FORMAT:
             log.warning("checkpoint %s has state format %s, expected %s; starting fresh",
@@ -148,6 +156,8 @@ class TaskManager:
                    for topic, offset in task.offsets.items()}
         if commits and commit:
             consumer.commit(commits)  # 4. offsets last
+        CHECKPOINT_LAST_SUCCESS.labels(task=task.name).set(time.time())
+        CHECKPOINT_SIZE.observe(len(data))
         self.store.prune(self.group, task.name, keep=self.keep)
         task.restored_from = ref
         task.uncheckpointed = 0

@@ -11,6 +11,10 @@ order that makes a cursor safe.
 A planner is a module-level function ``planner(job, outbox, stop) -> result``; ``job`` and
 ``result`` are picklable. The child ignores SIGINT/SIGTERM (the parent stops it through
 ``stop``) and is killed if the parent dies (PR_SET_PDEATHSIG on Linux).
+
+The sending loop publishes its health (:mod:`pipeline.health`): it beats on every turn, and
+is ready from the moment the producer has connected and read the topics' partitions until
+it stops.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from kafka.partitioner.default import murmur2
 
 from pipeline import clients
 from pipeline.errors import ChainwatchError
+from pipeline.health import ServiceHealth
 from pipeline.metrics import DLQ_RECORDS, RECORDS_PRODUCED
 from pipeline.settings import Settings
 
@@ -86,13 +91,16 @@ class Outbox:
 def run(planner: Planner, job: Any, settings: Settings, *,
         on_checkpoint: Callable[[Any], None] | None = None,
         stop: threading.Event | None = None, stage: str = "producer",
-        linger_ms: int | None = None) -> Any:
+        linger_ms: int | None = None, health: ServiceHealth | None = None) -> Any:
     """Run ``planner(job, outbox, stop)`` in a child process; send what it plans.
 
-    ``linger_ms`` overrides the producer's batching delay (paced runs want it small)."""
+    ``linger_ms`` overrides the producer's batching delay (paced runs want it small);
+    ``health`` receives the loop's beats and readiness."""
+    health = health or ServiceHealth()
     producer = clients.producer(
         settings, **({"linger_ms": linger_ms} if linger_ms is not None else {}))
     partitions = _partition_counts(producer, settings)
+    health.set_ready(True, f"connected to {settings.bootstrap_servers}, sending")
     ctx = mp.get_context("spawn")
     channel = ctx.Queue(maxsize=QUEUE_BATCHES)
     child_stop = ctx.Event()
@@ -103,6 +111,7 @@ def run(planner: Planner, job: Any, settings: Settings, *,
     dlq_topic = settings.topics.dlq
     try:
         while True:
+            health.beat()
             if stop is not None and stop.is_set():
                 child_stop.set()
             try:
@@ -126,6 +135,7 @@ def run(planner: Planner, job: Any, settings: Settings, *,
                 error_type, message = payload
                 raise error_type(message)
     finally:
+        health.set_ready(False, "stopped")
         child_stop.set()
         producer.close()
         child.join(timeout=10)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pipeline.dlq import DeadLetterWriter
 from pipeline.errors import RecordError
+from pipeline.health import ServiceHealth
 from pipeline.progress import Progress, eta, rate
 from pipeline.records import ChainRecord, Label
 from pipeline.settings import Settings, Topics
@@ -84,7 +85,8 @@ class Replayer:
 
     def __init__(self, settings: Settings, format_name: str, path: Path,
                  options: ReplayOptions | None = None, *, pools: Path | None = None,
-                 label_delay_blocks: int = 5760, stop: threading.Event | None = None) -> None:
+                 label_delay_blocks: int = 5760, stop: threading.Event | None = None,
+                 health: ServiceHealth | None = None) -> None:
         self.settings = settings
         self.format_name = format_name
         self.path = path
@@ -92,6 +94,7 @@ class Replayer:
         self.pools = pools
         self.label_delay_blocks = label_delay_blocks
         self.stop = stop or threading.Event()
+        self.health = health or ServiceHealth()  # liveness and readiness of the sending loop
 
     def run(self) -> ReplaySummary:
         # a wrong format, path or pools file fails here, with one clear line, before any work
@@ -107,7 +110,7 @@ class Replayer:
                         self.pools, self.label_delay_blocks)
         summary: ReplaySummary = handoff.run(
             plan_replay, job, self.settings, stop=self.stop, stage="replay",
-            on_checkpoint=cursor.save if cursor else None)
+            on_checkpoint=cursor.save if cursor else None, health=self.health)
         return summary
 
 

@@ -10,6 +10,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
+from pipeline.health import ServiceHealth
 from pipeline.progress import Progress, eta, rate
 from pipeline.records import ChainRecord
 from pipeline.settings import Settings, Topics
@@ -54,17 +55,19 @@ class SynthJob:
 
 def produce_synth(settings: Settings, config: SynthConfig, truth_path: Path | None = None,
                   *, rate_per_s: float | None = None, progress: bool = True,
-                  stop: threading.Event | None = None) -> SynthSummary:
+                  stop: threading.Event | None = None,
+                  health: ServiceHealth | None = None) -> SynthSummary:
     """Stream ``config.blocks`` blocks; pace to ``rate_per_s`` events/s when given.
 
     The truth file is written first: campaigns are planned before any event is made. The
-    chain is generated in a planner process (:mod:`producers.handoff`) and sent from here.
+    chain is generated in a planner process (:mod:`producers.handoff`) and sent from here,
+    which publishes its liveness and readiness to ``health``.
     """
     if truth_path is not None:
         write_truth(truth_path, SyntheticChain(config).truth)
     job = SynthJob(config, settings.topics, rate_per_s, progress)
     summary: SynthSummary = handoff.run(plan_synth, job, settings, stop=stop, stage="synth",
-                                        linger_ms=2 if rate_per_s else None)
+                                        linger_ms=2 if rate_per_s else None, health=health)
     summary.truth_path = str(truth_path) if truth_path else None
     return summary
 

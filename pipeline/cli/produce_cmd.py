@@ -12,10 +12,12 @@ from typing import Any
 
 from pipeline.cli.common import (
     add_common,
+    add_metrics_port,
     fraction,
     load_settings,
     non_negative_int,
     positive_int,
+    serving,
     stop_on_signals,
 )
 
@@ -95,6 +97,7 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--difficulty", type=fraction, default=0.5,
                    help="0 blatant … 1 subtle (default 0.5)")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_metrics_port(s)
     add_common(s)
     s.set_defaults(run=run_synth)
 
@@ -116,22 +119,27 @@ def add_parser(sub: Any) -> None:
                    help="blocks after a labelled event its label is released (blte; "
                         "default 5760, about a day)")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_metrics_port(r)
     add_common(r)
     r.set_defaults(run=run_replay)
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    from pipeline.health import ServiceHealth
     from pipeline.topics import ensure_topics
     from producers.campaigns import CAMPAIGN_TYPES
     from producers.stream import produce_synth
     from producers.synth import SynthConfig
 
     settings = load_settings(args)
-    ensure_topics(settings)
     config = SynthConfig(seed=args.seed, blocks=args.blocks, difficulty=args.difficulty,
                          campaigns=args.campaigns or dict.fromkeys(CAMPAIGN_TYPES, 4.0))
-    summary = produce_synth(settings, config, args.truth, rate_per_s=args.rate,
-                            stop=stop_on_signals())
+    health = ServiceHealth()
+    with serving(settings, health, "chainwatch produce synth"):
+        ensure_topics(settings)
+        summary = produce_synth(settings, config, args.truth, rate_per_s=args.rate,
+                                stop=stop_on_signals(), health=health,
+                                progress=settings.log_format == "text")
     if args.json:
         print(json.dumps(asdict(summary) | {"produced": summary.produced}))
     else:
@@ -143,17 +151,23 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    from pipeline.health import ServiceHealth
     from pipeline.topics import ensure_topics
     from producers.formats import make_format
     from producers.replay import Replayer, ReplayOptions
 
     make_format(args.format, args.pools, args.label_delay_blocks).files(args.path)  # fail fast
     settings = load_settings(args)
-    ensure_topics(settings)
     options = ReplayOptions(speed=args.speed, limit=args.limit, start_block=args.start_block,
-                            end_block=args.end_block, cursor=args.cursor)
-    summary = Replayer(settings, args.format, args.path, options, pools=args.pools,
-                       label_delay_blocks=args.label_delay_blocks, stop=stop_on_signals()).run()
+                            end_block=args.end_block, cursor=args.cursor,
+                            progress=settings.log_format == "text")
+    health = ServiceHealth()
+    replayer = Replayer(settings, args.format, args.path, options, pools=args.pools,
+                        label_delay_blocks=args.label_delay_blocks, stop=stop_on_signals(),
+                        health=health)
+    with serving(settings, health, "chainwatch produce replay"):
+        ensure_topics(settings)
+        summary = replayer.run()
     if args.json:
         print(json.dumps(asdict(summary)))
         return 0

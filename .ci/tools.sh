@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Install the tools that check deploy/ (tests/unit/test_deploy_*.py runs them):
+#   promtool        from Debian's `prometheus` package: checks the Prometheus config and rules
+#                   and runs the rule unit tests in deploy/prometheus/tests/
+#   docker-compose  a Compose implementation whose `config` command validates
+#                   deploy/docker-compose.yml without a Docker engine (Debian's
+#                   `docker-compose` package; a `docker compose` v2 plugin is used instead when
+#                   the machine already has one)
+#
+# Idempotent: installs only what is missing and says what it does. Uses sudo only when not
+# root and only when something has to be installed. Debian/Ubuntu (apt-get) only.
+set -euo pipefail
+
+say() { printf '.ci/tools.sh: %s\n' "$*" >&2; }
+
+have_compose() {
+    if docker compose version >/dev/null 2>&1; then
+        return 0
+    fi
+    command -v docker-compose >/dev/null 2>&1
+}
+
+missing=()
+if command -v promtool >/dev/null 2>&1; then
+    say "promtool present: $(promtool --version 2>&1 | head -n 1)"
+else
+    missing+=(prometheus)
+fi
+if have_compose; then
+    if docker compose version >/dev/null 2>&1; then
+        say "compose present: $(docker compose version 2>&1 | head -n 1)"
+    else
+        say "compose present: $(docker-compose version --short 2>&1 | head -n 1) (docker-compose)"
+    fi
+else
+    missing+=(docker-compose)
+fi
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    say "nothing to install"
+    exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    say "missing ${missing[*]} and there is no apt-get here: install them by hand" \
+        "(promtool comes with Prometheus; any Compose implementation with a 'config' command)"
+    exit 1
+fi
+
+as_root=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        as_root=(sudo)
+    else
+        say "not root and no sudo: cannot install ${missing[*]}; ask an administrator to run" \
+            "'apt-get install ${missing[*]}'"
+        exit 1
+    fi
+fi
+
+say "installing Debian packages: ${missing[*]}"
+# --no-install-recommends: promtool needs neither the exporters nor the web console packages.
+# DEBIAN_FRONTEND: no prompts. Where an init system runs, installing `prometheus` also
+# enables its service (listening on :9090); the checks need only the promtool binary.
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+say "promtool: $(promtool --version 2>&1 | head -n 1)"
+if docker compose version >/dev/null 2>&1; then
+    say "compose: $(docker compose version 2>&1 | head -n 1)"
+else
+    say "compose: docker-compose $(docker-compose version --short 2>&1 | head -n 1)"
+fi

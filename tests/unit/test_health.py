@@ -1,0 +1,182 @@
+"""The health server over real HTTP on an ephemeral loopback port, and ServiceHealth."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+
+from pipeline.errors import ChainwatchError, PortInUse
+from pipeline.health import HealthServer, ServiceHealth, health_server
+from pipeline.settings import Settings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def get(url: str, accept: str | None = None, method: str = "GET") -> tuple[int, str, str]:
+    """(status, content type, body) of one request; error statuses too."""
+    request = urllib.request.Request(url, method=method,
+                                     headers={"Accept": accept} if accept else {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    Counter("chainwatch_test_events", "Events", ["topic"], registry=registry).labels(
+        topic="chain.dex").inc(3)
+    return registry
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def health(clock: Clock) -> ServiceHealth:
+    return ServiceHealth(stall_after_s=30, clock=clock)
+
+
+@pytest.fixture
+def server(health: ServiceHealth, registry: CollectorRegistry) -> Iterator[HealthServer]:
+    with HealthServer(health, host="127.0.0.1", port=0, registry=registry) as server:
+        yield server
+
+
+def test_metrics_are_the_registry_in_the_prometheus_text_format(server: HealthServer) -> None:
+    status, content_type, body = get(server.url + "/metrics")
+    assert status == 200
+    assert content_type.startswith("text/plain; version=")
+    assert 'chainwatch_test_events_total{topic="chain.dex"} 3.0' in body
+
+
+def test_metrics_speak_openmetrics_to_a_scraper_that_asks(server: HealthServer) -> None:
+    status, content_type, body = get(server.url + "/metrics",
+                                     accept="application/openmetrics-text; version=1.0.0")
+    assert status == 200
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.rstrip().endswith("# EOF")
+
+
+def test_the_default_registry_has_chainwatch_metrics(health: ServiceHealth) -> None:
+    import pipeline.metrics  # noqa: F401  (registers them)
+
+    with HealthServer(health, host="127.0.0.1") as server:
+        _, _, body = get(server.url + "/metrics")
+    assert "# TYPE chainwatch_records_consumed_total counter" in body
+    assert "# TYPE chainwatch_consumer_lag gauge" in body
+
+
+def test_healthz_is_ok_while_the_loop_beats_and_503_once_it_stalls(
+        server: HealthServer, health: ServiceHealth, clock: Clock) -> None:
+    assert get(server.url + "/healthz") == (200, "text/plain; charset=utf-8", "ok\n")
+    clock.now += 29
+    assert get(server.url + "/healthz")[0] == 200
+    clock.now += 2
+    status, _, body = get(server.url + "/healthz")
+    assert status == 503
+    assert body == "stalled: the service loop has not turned for 31 s (limit 30 s)\n"
+    health.beat()
+    assert get(server.url + "/healthz")[0] == 200
+
+
+def test_readyz_says_what_the_service_published(
+        server: HealthServer, health: ServiceHealth, clock: Clock) -> None:
+    assert get(server.url + "/readyz")[::2] == (503, "not ready: starting\n")
+    health.set_ready(False, "no partitions assigned yet")
+    assert get(server.url + "/readyz")[::2] == (503, "not ready: no partitions assigned yet\n")
+    health.set_ready(True, "12 partitions assigned, 0 records behind")
+    assert get(server.url + "/readyz")[::2] == (
+        200, "ready: 12 partitions assigned, 0 records behind\n")
+    clock.now += 60  # a stalled service is not ready, whatever it said last
+    status, _, body = get(server.url + "/readyz")
+    assert status == 503
+    assert body.startswith("not ready: stalled")
+
+
+def test_a_failing_probe_answers_503_and_the_server_keeps_serving(
+        registry: CollectorRegistry, caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:
+        def alive(self) -> tuple[bool, str]:
+            raise RuntimeError("boom")
+
+        def ready(self) -> tuple[bool, str]:
+            return True, "fine"
+
+    with HealthServer(Broken(), host="127.0.0.1", registry=registry) as server:
+        assert get(server.url + "/healthz")[::2] == (503, "probe failed: RuntimeError\n")
+        assert get(server.url + "/readyz")[0] == 200
+    assert "health probe failed" in caplog.text
+
+
+def test_unknown_paths_are_404_and_head_has_no_body(server: HealthServer) -> None:
+    assert get(server.url + "/nope")[0] == 404
+    assert get(server.url + "/metrics?x=1")[0] == 200
+    assert get(server.url + "/readyz", method="HEAD")[::2] == (503, "")
+
+
+def test_a_taken_port_is_a_one_line_error(health: ServiceHealth) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        taken = sock.getsockname()[1]
+        with pytest.raises(PortInUse) as info:
+            HealthServer(health, host="127.0.0.1", port=taken).start()
+    message = str(info.value)
+    assert isinstance(info.value, ChainwatchError)
+    assert f"metrics port {taken} on 127.0.0.1 is already in use" in message
+    assert "--metrics-port" in message
+    assert "\n" not in message
+
+
+def test_close_releases_the_port_and_stops_the_thread(health: ServiceHealth) -> None:
+    server = HealthServer(health, host="127.0.0.1").start()
+    port = server.port
+    assert get(server.url + "/healthz")[0] == 200
+    server.close()
+    server.close()  # idempotent
+    assert not [t for t in threading.enumerate() if t.name == "chainwatch-health"]
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    with HealthServer(health, host="127.0.0.1", port=port) as again:  # a restart gets it back
+        assert get(again.url + "/healthz")[0] == 200
+
+
+def test_health_server_follows_the_settings(health: ServiceHealth) -> None:
+    with health_server(Settings(), health) as off:
+        assert off is None  # metrics_port 0: no server
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    on = Settings(metrics_port=port, metrics_host="127.0.0.1")
+    with health_server(on, health) as server:
+        assert server is not None
+        assert server.port == port
+        assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+
+
+def test_service_health_reads_are_whole_tuples(clock: Clock) -> None:
+    health = ServiceHealth(stall_after_s=5, clock=clock)
+    assert health.ready() == (False, "starting")
+    assert health.alive() == (True, "ok")
+    health.set_ready(True, "connected")
+    clock.now += 6
+    assert health.alive()[0] is False
+    assert health.ready()[0] is False
