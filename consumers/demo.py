@@ -23,6 +23,7 @@ from consumers.auditor import AuditorService
 from consumers.evaluate import headline, read_alerts
 from consumers.scorer import ScorerService
 from pipeline.audit import verify_store
+from pipeline.audit.trust import default_public_key_path
 from pipeline.broker import LocalBroker
 from pipeline.evaluation import evaluate_synthetic
 from pipeline.progress import Progress, rate
@@ -155,8 +156,8 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
         if audit_error:
             raise audit_error[0]
         alerts = read_alerts(settings, sum(stats.alerts_by_type.values()))
-    key = Path(settings.audit.key or f"{store}.key")
-    verified = verify_store(store, public_key=Path(f"{key}.pub"))
+    public_key = default_public_key_path(settings)
+    verified = verify_store(store, public_key=public_key)
     report = evaluate_synthetic(alerts, chain.truth, stats.consumed)
     return DemoResult(
         seed=seed, blocks=blocks, bootstrap=broker.bootstrap,
@@ -170,7 +171,7 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
                     for kind, m in report.items() if m.get("campaigns")},
         audit={"store": str(store), "tree_size": verified.size,
                "root": verified.root.hex() if verified.root else "",
-               "verified": verified.ok, "public_key": f"{key}.pub"},
+               "verified": verified.ok, "public_key": str(public_key)},
     )
 
 

@@ -105,6 +105,13 @@ class AuditReader:
                                       "LIMIT -1 OFFSET ?", (start,)).fetchall()
         return [head_from_row(row) for row in rows]
 
+    def head_at(self, size: int) -> SignedHead | None:
+        """The signed head of the tree of ``size`` leaves, if a batch ended there."""
+        with sql_errors(f"read the audit log {self.path}"):
+            row = self._conn.execute(f"SELECT {HEAD_COLUMNS} FROM heads WHERE size = ? "
+                                     "ORDER BY seq LIMIT 1", (size,)).fetchone()
+        return None if row is None else head_from_row(row)
+
     def offsets(self) -> dict[tuple[str, int], int]:
         """The input consumed by the batches appended so far: ``(topic, partition) -> next
         offset``, where an auditor resumes."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline.audit.errors import AuditError
+from pipeline.audit.errors import AuditError, AuditKeyError
 from pipeline.audit.leaves import Leaf, checkpoint_id
 from pipeline.audit.proofs import verify_inclusion
 from pipeline.audit.reader import AuditReader
@@ -23,6 +23,31 @@ from pipeline.audit.signing import PublicKeyLike, load_public_key, verify_head
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def public_key_arg(value: str) -> Path | str:
+    """A public key as given by a person: the path of a PEM file if there is one, else the
+    text itself (PEM or 64 hex characters)."""
+    return Path(value) if Path(value).is_file() else value
+
+
+def default_public_key_path(settings: Settings) -> Path:
+    """Where the auditor writes its public key: ``<private key>.pub``, the private key being
+    ``audit.key`` or ``<audit.store>.key``."""
+    return Path(f"{settings.audit.key or settings.audit.store + '.key'}.pub")
+
+
+def configured_public_key(settings: Settings) -> Path | str:
+    """The key heads must be signed with: ``audit.public_key``, else the auditor's ``.pub``
+    file; AuditKeyError (saying what to do) if neither is there."""
+    if settings.audit.public_key:
+        return public_key_arg(settings.audit.public_key)
+    path = default_public_key_path(settings)
+    if not path.is_file():
+        raise AuditKeyError(f"no public key at {path}: start the auditor first (`chainwatch "
+                            "audit serve`), or give the log's key with --public-key / "
+                            "audit.public_key (CHAINWATCH_AUDIT_PUBLIC_KEY)")
+    return path
 
 
 class CheckpointTrust:
@@ -38,15 +63,8 @@ class CheckpointTrust:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CheckpointTrust:
-        """The check the settings ask for: ``audit.store``, and the key ``audit.public_key``
-        (default: the ``.pub`` file beside the auditor's private key)."""
-        audit = settings.audit
-        key = audit.public_key or f"{audit.key or audit.store + '.key'}.pub"
-        if not audit.public_key and not Path(key).is_file():
-            raise AuditError(f"audit.verify_checkpoints is on but there is no public key at "
-                             f"{key}: start the auditor first (`chainwatch audit serve`) or "
-                             "set audit.public_key (CHAINWATCH_AUDIT_PUBLIC_KEY)")
-        return cls(audit.store, Path(key) if Path(key).is_file() else key)
+        """The check the settings ask for: ``audit.store``, and :func:`configured_public_key`."""
+        return cls(settings.audit.store, configured_public_key(settings))
 
     def __call__(self, sha256: str) -> bool:
         reason = self._check(sha256)

@@ -118,18 +118,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _public_key(settings: Settings) -> Path | str:
-    """The configured public key: given, else the ``.pub`` beside the private key."""
-    from pipeline.audit import AuditKeyError
+    from pipeline.audit.trust import configured_public_key
 
-    audit = settings.audit
-    if audit.public_key:
-        given = Path(audit.public_key)
-        return given if given.is_file() else audit.public_key
-    path = Path(f"{audit.key or audit.store + '.key'}.pub")
-    if not path.is_file():
-        raise AuditKeyError(f"no public key at {path}; give the log's key with --public-key "
-                            "(a PEM file or 64 hex characters)")
-    return path
+    return configured_public_key(settings)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -188,9 +179,9 @@ def run_prove(args: argparse.Namespace) -> int:
 def run_check_proof(args: argparse.Namespace) -> int:
     from pipeline.audit import AuditError, InclusionProof, SignedHead, verify_inclusion
     from pipeline.audit.signing import load_public_key
+    from pipeline.audit.trust import public_key_arg
 
-    key = load_public_key(Path(args.public_key) if Path(args.public_key).is_file()
-                          else args.public_key)
+    key = load_public_key(public_key_arg(args.public_key))
     try:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
         doc = json.loads(text)
@@ -231,8 +222,7 @@ def run_consistency(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with AuditReader.open(settings.audit.store) as reader:
         proof = reader.consistency_proof(args.old_size)
-        heads = {h.size: h for h in reader.heads()}
-    old, new = heads.get(proof.old_size), heads.get(proof.new_size)
+        old, new = reader.head_at(proof.old_size), reader.head_at(proof.new_size)
     print(json.dumps({"proof": json.loads(proof.to_json()),
                       "old_head": json.loads(old.to_json()) if old else None,
                       "new_head": json.loads(new.to_json()) if new else None}, indent=2))
