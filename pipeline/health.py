@@ -2,8 +2,8 @@
 
 Every long-running command (``score``, ``audit serve``, ``produce synth|replay``) serves, on
 ``metrics_port`` (``--metrics-port``, ``CHAINWATCH_METRICS_PORT``; 0 turns it off) and
-``metrics_host`` (``CHAINWATCH_METRICS_HOST``, default ``0.0.0.0`` so a container's port can
-be published; ``127.0.0.1`` keeps it local):
+``metrics_host`` (``CHAINWATCH_METRICS_HOST``, default ``127.0.0.1``, local only; a container
+sets ``0.0.0.0`` so that a scraper in another container reaches it, as the compose file does):
 
 ``/metrics``
     prometheus-client's default registry, in the format the scraper asks for (OpenMetrics
@@ -102,7 +102,7 @@ class HealthServer:
     :meth:`start` and :meth:`close`; closing stops the thread and releases the socket.
     """
 
-    def __init__(self, probe: Probe, host: str = "0.0.0.0", port: int = 0,
+    def __init__(self, probe: Probe, host: str = "127.0.0.1", port: int = 0,
                  registry: CollectorRegistry = REGISTRY) -> None:
         self.probe = probe
         self.host = host
@@ -116,6 +116,14 @@ class HealthServer:
         if self._server is None:
             raise RuntimeError("the health server is not started; call start()")
         return int(self._server.server_address[1])
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) the socket is bound to, e.g. ``("127.0.0.1", 9108)``."""
+        if self._server is None:
+            raise RuntimeError("the health server is not started; call start()")
+        host, port = self._server.socket.getsockname()[:2]
+        return str(host), int(port)
 
     @property
     def url(self) -> str:

@@ -143,7 +143,7 @@ class Settings:
     consumer_group: str = "chainwatch-scorer"
     checkpoint_uri: str = "chainwatch-data/checkpoints"
     metrics_port: int = 0  # 0: no metrics server
-    metrics_host: str = "0.0.0.0"  # the metrics server's address; 127.0.0.1: local only
+    metrics_host: str = "127.0.0.1"  # the metrics server's address; 0.0.0.0: every interface
     log_format: str = "text"  # text (for people) or json (one object a line)
     security: Security = field(default_factory=Security)
     topics: Topics = field(default_factory=Topics)

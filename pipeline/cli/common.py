@@ -80,7 +80,8 @@ def add_metrics_port(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=port_or_off, metavar="PORT",
                         help="serve /metrics, /healthz and /readyz on this port, 0 for none "
                              "(default: $CHAINWATCH_METRICS_PORT or 0; address: "
-                             "$CHAINWATCH_METRICS_HOST or 0.0.0.0)")
+                             "$CHAINWATCH_METRICS_HOST or 127.0.0.1, local only; 0.0.0.0 "
+                             "for every interface)")
 
 
 def load_settings(args: argparse.Namespace, **overrides: Any) -> Settings:

@@ -148,7 +148,17 @@ def test_prometheus_scrapes_the_compose_services_on_their_metrics_port() -> None
         assert {host for host, _ in targets} <= set(services.split())
     for config in compose("--profile", "replay", "config"):
         # every service built from the chainwatch image serves metrics on that port
-        services = services_of(config)
+        lines = services_of(config)
         for service in CHAINWATCH_SERVICES:
             assert re.search(r"CHAINWATCH_METRICS_PORT: ['\"]?" + port.group(1) + r"\b",
-                             "\n".join(services[service])), service
+                             "\n".join(lines[service])), service
+
+
+def test_every_chainwatch_service_serves_metrics_beyond_its_own_container() -> None:
+    """chainwatch binds 127.0.0.1 by default; Prometheus, in its own container, reaches a
+    service only if the compose file binds it to every interface of the container."""
+    for config in compose("--profile", "replay", "config"):
+        services = services_of(config)
+        missing = [service for service in sorted(CHAINWATCH_SERVICES) if not re.search(
+            r"CHAINWATCH_METRICS_HOST: ['\"]?0\.0\.0\.0\b", "\n".join(services[service]))]
+        assert not missing, f"services without CHAINWATCH_METRICS_HOST 0.0.0.0: {missing}"

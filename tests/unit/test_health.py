@@ -180,3 +180,15 @@ def test_service_health_reads_are_whole_tuples(clock: Clock) -> None:
     clock.now += 6
     assert health.alive()[0] is False
     assert health.ready()[0] is False
+
+
+def test_default_server_listens_on_loopback_only(health: ServiceHealth) -> None:
+    """Default settings bind 127.0.0.1: /metrics is not on every interface unless asked."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with health_server(Settings(metrics_port=port), health) as server:
+        assert server is not None
+        assert server.address == ("127.0.0.1", port)
+    with HealthServer(health, port=0) as default:
+        assert default.address[0] == "127.0.0.1"

@@ -84,3 +84,8 @@ def test_consumer_config_commits_manually() -> None:
 def test_replace_by_dotted_name() -> None:
     s = Settings.load(env={}).replace(bootstrap_servers="h:1", partitions__dex=2)
     assert (s.bootstrap_servers, s.partitions.dex) == ("h:1", 2)
+
+
+def test_metrics_bind_loopback_unless_configured() -> None:
+    assert Settings.load(env={}).metrics_host == "127.0.0.1"
+    assert Settings.load(env={"CHAINWATCH_METRICS_HOST": "0.0.0.0"}).metrics_host == "0.0.0.0"
