@@ -14,6 +14,9 @@ RECORDS_PRODUCED = Counter(
     "chainwatch_records_produced", "Records written to Kafka", ["topic"])
 DLQ_RECORDS = Counter(
     "chainwatch_dlq_records", "Records sent to the dead-letter topic", ["reason", "stage"])
+DLQ_WRITE_FAILURES = Counter(
+    "chainwatch_dlq_write_failures", "Dead letters that could not be written (refused by the "
+    "producer or failed on delivery); the service logs each and goes on", ["stage"])
 ALERTS = Counter(
     "chainwatch_alerts", "Alerts raised", ["type", "severity"])
 EVENT_TO_ALERT = Histogram(
