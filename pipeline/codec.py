@@ -26,11 +26,13 @@ from typing import Any
 import orjson
 
 from pipeline.errors import RecordError
-from pipeline.records import RECORD_TYPES, ChainRecord
+from pipeline.records import MAX_RECORD_BYTES, RECORD_TYPES, ChainRecord
+
+__all__ = ["MAX_RECORD_BYTES", "SCHEMA_VERSION", "SUPPORTED_SCHEMA_VERSIONS", "decode",
+           "encode", "from_wire_dict", "to_wire_dict"]
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
-MAX_RECORD_BYTES = 1_000_000  # Apache Kafka's default message.max.bytes
 
 
 def to_wire_dict(record: ChainRecord) -> dict[str, Any]:
@@ -74,7 +76,7 @@ def from_wire_dict(obj: Any, expected: Collection[str] | None = None) -> ChainRe
         raise RecordError("bad_type", f"expected a JSON object, got {type(obj).__name__}")
     version = obj.get("schema_version", SCHEMA_VERSION)
     if type(version) is not int or version not in SUPPORTED_SCHEMA_VERSIONS:
-        raise RecordError("unknown_schema", f"schema_version {version!r} is not supported "
+        raise RecordError("unknown_schema", f"schema_version {_shown(version)} is not supported "
                           f"(supported: {sorted(SUPPORTED_SCHEMA_VERSIONS)})",
                           field="schema_version", value=version)
     kind = obj.get("type")
@@ -82,9 +84,15 @@ def from_wire_dict(obj: Any, expected: Collection[str] | None = None) -> ChainRe
         kind = next(iter(expected))  # a topic of one record type may omit it
     if expected is not None and kind not in expected:
         raise RecordError("bad_value", f"field 'type': expected one of {sorted(expected)} on "
-                          f"this topic (got {kind!r})", field="type", value=kind)
+                          f"this topic (got {_shown(kind)})", field="type", value=kind)
     cls = RECORD_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise RecordError("bad_value", f"field 'type': unknown record type {kind!r}; expected "
-                          f"one of {sorted(RECORD_TYPES)}", field="type", value=kind)
+        raise RecordError("bad_value", f"field 'type': unknown record type {_shown(kind)}; "
+                          f"expected one of {sorted(RECORD_TYPES)}", field="type", value=kind)
     return cls.from_dict(obj)
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, cut to 80 characters: an error message never quotes a huge value."""
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."

@@ -51,7 +51,7 @@ class RecordError(ChainwatchError):
     """One input record is invalid.
 
     ``code`` is a short, bounded reason used as a metric label (``not_json``,
-    ``missing_field``, ``bad_type``, ``bad_value``, ``negative_amount``,
+    ``missing_field``, ``bad_type``, ``bad_value``, ``negative_amount``, ``too_long``,
     ``unknown_schema``, ``oversized``); ``field`` and ``value`` say where.
     """
 

@@ -9,6 +9,17 @@ Build records with ``from_dict``; it accepts what exports contain (ints, decimal
 strings, ISO or unix timestamps) and raises :class:`~pipeline.errors.RecordError` naming the
 field and value for anything else.
 
+Every field is bounded, so that no record carries unbounded or state-poisoning input:
+
+* block numbers (``block_number``, ``released_block``) are at most :data:`MAX_BLOCK_NUMBER`
+  (10**12: Ethereum is near 2*10**7 after ten years, the fastest chains' slots near 4*10**8);
+  a larger one is ``bad_value``. A block below it is taken at its word, in any order: the
+  features cope with blocks out of order (see :mod:`pipeline.features`);
+* hashes and addresses have their exact formats; ``input`` calldata is at most
+  :data:`MAX_RECORD_BYTES` bytes; free text (a label's ``subject``, ``source`` and
+  ``partition_key``) is at most the length :data:`TEXT_LIMITS` gives, longer is ``too_long``;
+* integers fit their type (uint64 counters, uint256 amounts).
+
 >>> tx = Transaction.from_dict({
 ...     "hash": "0x" + "ab" * 32, "nonce": 0, "block_number": 1, "block_timestamp": 1630454400,
 ...     "transaction_index": 0, "from_address": "0x" + "11" * 20, "to_address": None,
@@ -29,6 +40,13 @@ from pipeline.errors import RecordError
 
 UINT256_MAX = 2**256 - 1
 UINT64_MAX = 2**64 - 1
+MAX_BLOCK_NUMBER = 10**12
+"""The largest plausible block number (or slot): larger ones are rejected as ``bad_value``."""
+MAX_RECORD_BYTES = 1_000_000  # Apache Kafka's default message.max.bytes
+"""The largest record, as encoded JSON; it also bounds ``input`` calldata."""
+MAX_INPUT_CHARS = 2 + 2 * MAX_RECORD_BYTES
+TEXT_LIMITS = {"subject": 256, "source": 128, "partition_key": 256}
+"""Maximum length in characters of each free-text field (after stripping spaces)."""
 ZERO_ADDRESS = "0x" + "0" * 40
 
 _ADDRESS = re.compile(r"0x[0-9a-f]{40}")
@@ -90,6 +108,17 @@ def parse_uint64(name: str, value: object) -> int:
     return parse_uint(name, value, UINT64_MAX)
 
 
+def parse_block(name: str, value: object) -> int:
+    """A block number: an unsigned integer no larger than :data:`MAX_BLOCK_NUMBER`."""
+    if type(value) is int and 0 <= value <= MAX_BLOCK_NUMBER:
+        return value
+    number = parse_uint64(name, value)
+    if number > MAX_BLOCK_NUMBER:
+        raise _fail("bad_value", name, value, "is not a plausible block number (the maximum "
+                    "is 10**12); fix or drop the record")
+    return number
+
+
 def parse_timestamp(name: str, value: object) -> int:
     """Unix seconds from an int or an ISO-8601 / BigQuery ``YYYY-MM-DD HH:MM:SS UTC`` string."""
     if type(value) is int and 0 <= value <= UINT64_MAX:
@@ -114,6 +143,8 @@ def parse_address(name: str, value: object) -> str:
         return value  # already canonical: 0x and 40 lowercase hex digits
     if not isinstance(value, str):
         raise _fail("bad_type", name, value, "expected a 0x-prefixed 20-byte hex address")
+    if len(value) > 84:  # surrounding spaces are tolerated, not a page of them
+        raise _fail("bad_value", name, value, "expected a 0x-prefixed 20-byte hex address")
     text = value.strip().lower()
     if not _ADDRESS.fullmatch(text):
         raise _fail("bad_value", name, value, "expected a 0x-prefixed 20-byte hex address")
@@ -129,6 +160,8 @@ def parse_hash(name: str, value: object) -> str:
         return value
     if not isinstance(value, str):
         raise _fail("bad_type", name, value, "expected a 0x-prefixed 32-byte hex hash")
+    if len(value) > 132:
+        raise _fail("bad_value", name, value, "expected a 0x-prefixed 32-byte hex hash")
     text = value.strip().lower()
     if not _HASH.fullmatch(text):
         raise _fail("bad_value", name, value, "expected a 0x-prefixed 32-byte hex hash")
@@ -141,21 +174,31 @@ def parse_hex_data(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise _fail("bad_type", name, value, "expected 0x-prefixed hex data")
     text = value.strip().lower()
+    if len(text) > MAX_INPUT_CHARS:
+        raise _fail("too_long", name, value, f"is {len(text)} characters, over the "
+                    f"{MAX_INPUT_CHARS}-character limit (a record is at most "
+                    f"{MAX_RECORD_BYTES} bytes)")
     if not _HEX.fullmatch(text) or len(text) % 2:
         raise _fail("bad_value", name, value, "expected 0x-prefixed hex data of whole bytes")
     return text
 
 
 def parse_kind(name: str, value: object) -> str:
-    if not isinstance(value, str) or value.lower() not in DEX_KINDS:
+    if not isinstance(value, str) or len(value) > 16 or value.lower() not in DEX_KINDS:
         raise _fail("bad_value", name, value, f"expected one of {', '.join(sorted(DEX_KINDS))}")
     return value.lower()
 
 
 def parse_text(name: str, value: object) -> str:
+    """A non-empty string, stripped, of at most ``TEXT_LIMITS[name]`` characters."""
     if not isinstance(value, str) or not value.strip():
         raise _fail("bad_type", name, value, "expected a non-empty string")
-    return value.strip()
+    text = value.strip()
+    limit = TEXT_LIMITS[name]
+    if len(text) > limit:
+        raise _fail("too_long", name, value, f"is {len(text)} characters, over the "
+                    f"{limit}-character limit; shorten it")
+    return text
 
 
 def parse_flag(name: str, value: object) -> int:
@@ -238,7 +281,7 @@ class Transaction(Record):
     _parsers: ClassVar[dict[str, Any]] = {
         "hash": parse_hash,
         "nonce": parse_uint64,
-        "block_number": parse_uint64,
+        "block_number": parse_block,
         "block_timestamp": parse_timestamp,
         "transaction_index": parse_uint64,
         "from_address": parse_address,
@@ -306,7 +349,7 @@ class DexEvent(Record):
         "token0": parse_address,
         "token1": parse_address,
         "kind": parse_kind,
-        "block_number": parse_uint64,
+        "block_number": parse_block,
         "block_timestamp": parse_timestamp,
         "transaction_hash": parse_hash,
         "log_index": parse_uint64,
@@ -362,7 +405,7 @@ class TokenTransfer(Record):
         "value": parse_uint,
         "transaction_hash": parse_hash,
         "log_index": parse_uint64,
-        "block_number": parse_uint64,
+        "block_number": parse_block,
         "block_timestamp": _optional(parse_timestamp),
     }
     _required: ClassVar[frozenset[str]] = frozenset(
@@ -404,8 +447,8 @@ class Label(Record):
         "subject": parse_text,
         "label": parse_flag,
         "source": parse_text,
-        "block_number": parse_uint64,
-        "released_block": parse_uint64,
+        "block_number": parse_block,
+        "released_block": parse_block,
         "partition_key": _optional(parse_text),
     }
     _required: ClassVar[frozenset[str]] = frozenset(

@@ -12,7 +12,10 @@ from hypothesis import strategies as st
 from pipeline import codec
 from pipeline.errors import RecordError
 from pipeline.records import (
+    MAX_BLOCK_NUMBER,
+    MAX_INPUT_CHARS,
     RECORD_TYPES,
+    TEXT_LIMITS,
     UINT256_MAX,
     ChainRecord,
     DexEvent,
@@ -26,10 +29,11 @@ addresses = hex_bytes(20)
 hashes = hex_bytes(32)
 uint256 = st.integers(min_value=0, max_value=UINT256_MAX)
 uint64 = st.integers(min_value=0, max_value=2**64 - 1)
+blocks = st.integers(min_value=0, max_value=MAX_BLOCK_NUMBER)
 optional = lambda s: st.none() | s  # noqa: E731
 
 transactions = st.builds(
-    Transaction, hash=hashes, nonce=uint64, block_number=uint64, block_timestamp=uint64,
+    Transaction, hash=hashes, nonce=uint64, block_number=blocks, block_timestamp=uint64,
     transaction_index=uint64, from_address=addresses, to_address=optional(addresses),
     value=uint256, gas=uint64, gas_price=uint256,
     input=st.binary(max_size=64).map(lambda b: "0x" + b.hex()),
@@ -39,7 +43,7 @@ transactions = st.builds(
 )
 dex_events = st.builds(
     DexEvent, pool_address=addresses, token0=addresses, token1=addresses,
-    kind=st.sampled_from(["swap", "mint", "burn", "sync"]), block_number=uint64,
+    kind=st.sampled_from(["swap", "mint", "burn", "sync"]), block_number=blocks,
     block_timestamp=uint64, transaction_hash=hashes, log_index=uint64, amount0_in=uint256,
     amount1_in=uint256, amount0_out=uint256, amount1_out=uint256, reserve0=uint256,
     reserve1=uint256, sender=optional(addresses), to=optional(addresses), liquidity=uint256,
@@ -47,13 +51,13 @@ dex_events = st.builds(
 )
 token_transfers = st.builds(
     TokenTransfer, token_address=addresses, from_address=addresses, to_address=addresses,
-    value=uint256, transaction_hash=hashes, log_index=uint64, block_number=uint64,
+    value=uint256, transaction_hash=hashes, log_index=uint64, block_number=blocks,
     block_timestamp=optional(uint64),
 )
 labels = st.builds(
     Label, subject=st.text(min_size=1, max_size=40).filter(lambda t: t == t.strip() and t),
     label=st.sampled_from([0, 1]), source=st.sampled_from(["blte", "synth"]),
-    block_number=uint64, released_block=uint64,
+    block_number=blocks, released_block=blocks,
 )
 records = transactions | dex_events | token_transfers | labels
 
@@ -102,7 +106,7 @@ def test_any_field_mutation_decodes_or_raises_record_error(
         decoded = codec.decode(json.dumps(wire).encode())
     except RecordError as exc:
         assert exc.code in {"bad_type", "bad_value", "negative_amount", "missing_field",
-                            "unknown_schema"}
+                            "unknown_schema", "too_long"}
     else:
         assert decoded.item_id
 
@@ -178,3 +182,64 @@ def test_parsers_follow_the_declared_field_order() -> None:
 
     for cls in RECORD_TYPES.values():
         assert [f.name for f in dataclasses.fields(cls)] == list(cls._parsers)
+
+
+def _wire(record: ChainRecord, **changes: object) -> bytes:
+    return json.dumps(codec.to_wire_dict(record) | changes).encode()
+
+
+@given(records, st.sampled_from([MAX_BLOCK_NUMBER + 1, 2**63, 2**64 - 1, str(2**64 - 1)]))
+def test_implausible_block_numbers_are_rejected_with_a_reason(record: ChainRecord,
+                                                              block: object) -> None:
+    """A block at 2**64 - 1 looks valid but would poison per-key state: it is bad input."""
+    for name in ("block_number", "released_block"):
+        if name not in record._parsers:
+            continue
+        with pytest.raises(RecordError) as info:
+            codec.decode(_wire(record, **{name: block}))
+        assert (info.value.code, info.value.field) == ("bad_value", name)
+        assert "plausible block number" in str(info.value)
+
+
+def test_the_largest_plausible_block_number_is_accepted() -> None:
+    tx = Transaction.from_dict(tx_dict(block_number=MAX_BLOCK_NUMBER))
+    assert tx.block_number == MAX_BLOCK_NUMBER == 10**12
+
+
+def _label(**changes: object) -> dict[str, object]:
+    return {"subject": "transaction_0x" + "ab" * 32, "label": 1, "source": "blte",
+            "block_number": 5, "released_block": 9} | changes
+
+
+@pytest.mark.parametrize("name", sorted(TEXT_LIMITS))
+def test_label_text_fields_are_bounded(name: str) -> None:
+    limit = TEXT_LIMITS[name]
+    assert getattr(Label.from_dict(_label(**{name: "x" * limit})), name) == "x" * limit
+    with pytest.raises(RecordError) as info:
+        Label.from_dict(_label(**{name: "x" * (limit + 1)}))
+    assert (info.value.code, info.value.field) == ("too_long", name)
+    assert f"{limit}-character limit" in str(info.value)
+    with pytest.raises(RecordError) as info:  # a megabyte subject, as seen on the topic
+        codec.decode(orjson.dumps(_label(**{name: "s" * 900_000}) | {"type": "label"}))
+    assert info.value.code == "too_long"
+    assert len(str(info.value)) < 300
+
+
+def test_calldata_is_bounded_by_the_record_size() -> None:
+    calldata = "0x" + "ab" * ((MAX_INPUT_CHARS - 2) // 2)
+    assert Transaction.from_dict(tx_dict(input=calldata)).input == calldata
+    with pytest.raises(RecordError) as info:
+        Transaction.from_dict(tx_dict(input=calldata + "ab"))
+    assert (info.value.code, info.value.field) == ("too_long", "input")
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("from_address", "0x" + "aa" * 400_000), ("hash", " " * 500_000 + "0x" + "ab" * 32),
+    ("type", "t" * 500_000), ("schema_version", "v" * 500_000)])
+def test_huge_strings_in_exact_format_fields_are_rejected_with_a_short_message(
+        name: str, value: str) -> None:
+    wire = codec.to_wire_dict(Transaction.from_dict(tx_dict())) | {name: value}
+    with pytest.raises(RecordError) as info:
+        codec.decode(orjson.dumps(wire))
+    assert info.value.code in {"bad_value", "unknown_schema"}
+    assert len(str(info.value)) < 300
