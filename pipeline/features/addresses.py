@@ -29,6 +29,11 @@ since records carry none. Each transaction becomes a flat ``dict[str, float]``:
 ``is_call``, ``is_creation``  calldata present; no recipient
 =====================  ======================================================================
 
+Blocks may come out of order (the same chain produced twice into one broker, a late
+record): a record older than what is known of its address counts as neither age nor idle
+time (both clamp at 0), an address's first block is the smallest seen, and no state moves
+so that a later record fails.
+
 >>> from pipeline.records import Transaction
 >>> feats = AddressFeatures()
 >>> def tx(block, sender, to, eth, i=0):
@@ -150,7 +155,10 @@ class AddressFeatures:
         if state is None:
             return store.get(address, block), True, block
         previous = state.last_block
-        return store.get(address, block), False, previous
+        state = store.get(address, block)
+        # out of order, it may have been seen earlier than we knew
+        state.first_block = min(state.first_block, block)
+        return state, False, previous
 
     def update(self, tx: Transaction) -> dict[str, float]:
         """Fold ``tx`` into its sender's and recipient's state; return the tx's features."""
@@ -162,8 +170,8 @@ class AddressFeatures:
         x: dict[str, float] = {
             "log_value": lv,
             "gas_premium": self.base_fee.premium(tx.gas_price),
-            "sender_age": math.log10(1.0 + block - sender.first_block),
-            "sender_idle": math.log10(1.0 + block - previous),
+            "sender_age": math.log10(1.0 + (block - sender.first_block)),
+            "sender_idle": math.log10(1.0 + max(block - previous, 0)),
             "sender_new": float(sender_new),
             "first_send": float(sender.n_out == 0),
             "log_gas": math.log10(1.0 + tx.gas),
@@ -205,7 +213,7 @@ class AddressFeatures:
         x["novel_fan_out"] = float(out.flagged) if young else 0.0
         if to is not None:
             x["recipient_new"] = float(recipient_new)
-            self._receive(self.addresses.get(to, block), tx.from_address, block, eth)
+            self._receive(self._state(to, block)[0], tx.from_address, block, eth)
         return x
 
     def update_transfer(self, tr: TokenTransfer) -> None:

@@ -30,6 +30,10 @@ history):
 ``launch_age``             blocks since its launch, when the launch (first mint) was seen
 =========================  ==================================================================
 
+Blocks may come out of order (the same chain produced twice, a late event): ages clamp
+at 0, a block older than a ring's newest leaves the ring as it is, and the usual-volume
+decay only ever runs forward, so nothing overflows or fails later.
+
 >>> from pipeline.records import DexEvent
 >>> pools, weth, tok = PoolFeatures(), WETH, "0x" + "22" * 20
 >>> def ev(block, kind, r0, r1, **kw):
@@ -159,7 +163,7 @@ class PoolFeatures:
             "price": price,
             "liquidity_weth": liq / ETHER,
             "drawdown": 1.0 - liq / st.peak_liquidity if st.peak_liquidity else 0.0,
-            "age": float(block - st.first_block),
+            "age": float(max(block - st.first_block, 0)),
         }
         recent_peak = st.reserves.max_since(block - 3)
         x["liquidity_drop_3"] = 1.0 - liq / recent_peak if recent_peak > 0 else 0.0
@@ -187,10 +191,10 @@ class PoolFeatures:
         x["round_trip_share_20"] = 2.0 * long.round_trip / volume if volume else 0.0
         x["two_sided_20"] = float(long.two_sided)
         if block - st.first_block >= VOLUME_TAU and st.vol_rate > 0:
-            usual = st.vol_rate * math.exp((st.vol_block - block) / VOLUME_TAU) * LONG
+            usual = st.vol_rate * math.exp(min(st.vol_block - block, 0) / VOLUME_TAU) * LONG
             x["volume_ratio_20"] = volume / usual
         x["lp_burns_20"] = float(len(st.burns))
         x["lp_removed_weth_20"] = sum(b[1] for b in st.burns) / ETHER
         if st.launch_block >= 0:
-            x["launch_age"] = float(block - st.launch_block)
+            x["launch_age"] = float(max(block - st.launch_block, 0))
         return x

@@ -3,10 +3,11 @@ evictions are counted, rows without reserves never move a pool's price or liquid
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections import Counter
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.features import (
@@ -19,7 +20,7 @@ from pipeline.features import (
     Seen,
     TradeWindow,
 )
-from pipeline.records import DexEvent, Transaction
+from pipeline.records import MAX_BLOCK_NUMBER, DexEvent, Transaction
 
 TRADES = st.lists(st.tuples(st.integers(0, 3), st.sampled_from("abcde"), st.booleans(),
                             st.integers(1, 10**20), st.booleans()), min_size=1, max_size=60)
@@ -152,3 +153,55 @@ def test_a_drained_pool_does_not_remember_its_pre_drain_reserve() -> None:
     assert drained["liquidity_drop_3"] > 0.99
     later = pools.update(_swap(40, 10**21, 10**17 - 10**15, "0x" + "cc" * 20, weth_out=10**15))
     assert later["liquidity_peak_3"] == 0.1 and later["liquidity_drop_3"] < 0.02
+
+
+# blocks in any order: mostly near each other, some far ahead, some back to the start
+ANY_ORDER = st.lists(st.one_of(st.integers(0, 40), st.integers(0, MAX_BLOCK_NUMBER)),
+                     min_size=2, max_size=40)
+
+
+def _finite(x: dict[str, float]) -> bool:
+    return all(math.isfinite(v) for v in x.values())
+
+
+@given(ANY_ORDER, st.lists(st.integers(0, 3), min_size=40, max_size=40))
+@settings(max_examples=200, deadline=None)
+@example([300, 1], [0, 0] + [0] * 38)  # the same sender, its chain produced again from block 1
+@example([MAX_BLOCK_NUMBER, 5, 6], [0, 0, 1] + [0] * 37)
+def test_address_features_take_blocks_in_any_order(blocks: list[int],
+                                                   who: list[int]) -> None:
+    """Out-of-order blocks (a chain produced twice into one broker) never raise: ages and
+    idle times clamp at 0 and an address's first block is the smallest seen."""
+    feats = AddressFeatures()
+    wallets = [f"0x{i + 1:040x}" for i in range(4)]
+    for i, block in enumerate(blocks):
+        sender, to = wallets[who[i]], wallets[(who[i] + 1) % 4]
+        x = feats.update(_tx(block, sender, to, 1.0 + i, i=i))
+        assert _finite(x)
+        assert x["sender_age"] >= 0.0 and x["sender_idle"] >= 0.0
+        state = feats.addresses.peek(sender)
+        assert state is not None and state.first_block <= block <= state.last_block
+
+
+def test_an_address_seen_again_at_an_earlier_block_is_not_older_than_zero() -> None:
+    feats = AddressFeatures()
+    a, b = "0x" + "aa" * 20, "0x" + "bb" * 20
+    feats.update(_tx(300, a, b, 1.0))
+    x = feats.update(_tx(1, a, b, 1.0, i=1))  # the same chain, produced again
+    assert (x["sender_age"], x["sender_idle"], x["sender_new"]) == (0.0, 0.0, 0.0)
+    later = feats.update(_tx(11, a, b, 1.0, i=2))
+    assert later["sender_age"] == math.log10(11.0)  # first seen at block 1 after all
+
+
+@given(ANY_ORDER)
+@settings(max_examples=200, deadline=None)
+@example([0, 300, 10**6, 300])  # back by more than exp() can take in the volume decay
+def test_pool_features_take_blocks_in_any_order(blocks: list[int]) -> None:
+    pools = PoolFeatures()
+    for i, block in enumerate(blocks):
+        weth = 10**18 * (i + 1)
+        x = pools.update(_swap(block, 10**24 - i, 10**20 + i, f"0x{i % 5 + 1:040x}",
+                               weth_in=weth if i % 2 else 0, weth_out=0 if i % 2 else weth,
+                               log=i))
+        assert _finite(x)
+        assert x["age"] >= 0.0 and x.get("launch_age", 0.0) >= 0.0

@@ -3,8 +3,10 @@ and it detects the synthetic campaigns on seeds never used for tuning (100-119).
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import random
+from collections import Counter
 from functools import cache
 from typing import Any
 
@@ -12,9 +14,11 @@ import pytest
 from kafka.partitioner.default import murmur2
 
 from consumers.scoring import Scorer
+from pipeline import codec
 from pipeline.alerts import Alert
+from pipeline.errors import RecordError
 from pipeline.evaluation import evaluate_synthetic
-from pipeline.records import ChainRecord, DexEvent, Label, Transaction
+from pipeline.records import MAX_BLOCK_NUMBER, ChainRecord, DexEvent, Label, Transaction
 from pipeline.scoring import DriftWatch
 from producers.synth import SynthConfig, SyntheticChain
 
@@ -151,3 +155,52 @@ def test_a_sustained_score_shift_raises_one_model_drift_alert() -> None:
         "block_number"] < 9_000
     assert first.source["item_ids"] == [first.subject.split("@")[1]]
     assert len(alerts) <= 12  # at most one per detector per 1,000 blocks
+
+
+def _serve(records: list[ChainRecord], skip: frozenset[int] = frozenset()
+           ) -> tuple[list[bytes], Counter[str]]:
+    """What the scorer service does with each message (encode, decode, score), without
+    Kafka: (alerts, dead-letter reasons). Offsets in ``skip`` are never produced."""
+    scorer, alerts, dead = Scorer(), list[bytes](), Counter[str]()
+    for offset, record in enumerate(records):
+        if offset in skip:
+            continue
+        try:
+            alerts += [a.to_json() for a in
+                       scorer.process(codec.decode(codec.encode(record)), _source(offset))]
+        except RecordError as exc:
+            dead[exc.code] += 1
+        except Exception:  # the service dead-letters these as processing_error
+            dead["processing_error"] += 1
+    return alerts, dead
+
+
+def test_records_at_block_2_64_do_not_poison_the_state_of_later_records() -> None:
+    """Valid-looking records at block 2**64 - 1 are dead-lettered as bad_value; the valid
+    records after them score exactly as if they had never been sent."""
+    records, _ = _chain(5, 300)
+    bad = [dataclasses.replace(r, block_number=2**64 - 1) for r in records[100:130]]
+    stream = [*records[:200], *bad, *records[200:]]
+    sent_bad = frozenset(range(200, 200 + len(bad)))
+    clean, clean_dead = _serve(stream, skip=sent_bad)
+    alerts, dead = _serve(stream)
+    assert not clean_dead and clean
+    assert dead == {"bad_value": len(bad)}
+    assert alerts == clean
+
+
+def test_a_chain_produced_twice_scores_without_processing_errors() -> None:
+    """Blocks going backwards (the same chain produced twice into one broker) are input,
+    not a crash: every record is scored, and the first pass alerts as it does alone."""
+    records, _ = _chain(5, 300)
+    once, _ = _serve(list(records))
+    alerts, dead = _serve([*records, *records])
+    assert not dead
+    assert alerts[:len(once)] == once
+
+
+def test_a_block_at_the_plausible_maximum_does_not_make_later_records_fail() -> None:
+    records, _ = _chain(5, 120)
+    far = [dataclasses.replace(r, block_number=MAX_BLOCK_NUMBER) for r in records[50:60]]
+    _, dead = _serve([*records[:100], *far, *records[100:]])
+    assert not dead
