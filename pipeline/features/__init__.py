@@ -13,6 +13,11 @@ Each feature store folds one record at a time into running aggregates over block
 Memory is bounded: every store keeps its keys in a :class:`KeyedStore`, which evicts keys
 idle for ``idle_blocks`` and the least recently seen beyond ``max_keys``; the ``evictions``
 attribute of each store counts them for the service's metrics.
+
+Blocks may come out of order (a late record, the same chain produced twice into one broker):
+every feature stays defined and finite, ages and idle times clamp at 0, and no record moves a
+key's state so that a later one fails. Implausible block numbers never get here: records
+reject them (:data:`~pipeline.records.MAX_BLOCK_NUMBER`).
 """
 
 from pipeline.features.addresses import AddressFeatures, AddressState, BaseFee
