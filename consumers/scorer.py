@@ -14,6 +14,11 @@ For every polled record:
 Each task is checkpointed every ``checkpoint_every`` records or ``checkpoint_interval_s``
 seconds, on revocation and on shutdown, in the order documented in :mod:`consumers.tasks`.
 
+Before it reads anything, :meth:`ScorerService.prepare` loads (or makes) the checkpoint key,
+sets up the audit check if asked for, and probes the checkpoint store, so a store that cannot
+be used is one error at start-up, not one per partition later. A checkpoint of another run
+(:class:`~consumers.tasks.CheckpointMismatch`) stops the service before it scores a record.
+
 Health (:mod:`pipeline.health`): the loop beats on every turn and, at most once a second,
 reads each partition's lag from the fetch high-water mark (:mod:`pipeline.lag`). The service
 is ready once it holds partitions and each is within ``ready_max_lag`` records of its end.
@@ -33,9 +38,10 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 
 from consumers.scoring import Scorer
-from consumers.tasks import Task, TaskManager
+from consumers.tasks import Binding, Task, TaskManager
 from pipeline import clients, codec
 from pipeline.audit.trust import CheckpointTrust
+from pipeline.checkpoints import CheckpointStore
 from pipeline.dlq import DeadLetterWriter
 from pipeline.errors import ConfigError, RecordError
 from pipeline.lag import READY_MAX_LAG, ConsumerHealth, LagMonitor
@@ -93,6 +99,7 @@ class ScorerService:
         self.on_scored: Callable[[int, int], None] | None = None
         self._next_state_export = 0.0
         self.health = ConsumerHealth(ready_max_lag)
+        self._prepared: tuple[CheckpointStore, Callable[[str], bool] | None] | None = None
 
     def alive(self) -> tuple[bool, str]:
         """Whether the service loop is turning (``/healthz``); any thread may ask."""
@@ -102,24 +109,41 @@ class ScorerService:
         """Whether it holds partitions and is caught up (``/readyz``); any thread may ask."""
         return self.health.ready()
 
+    def prepare(self) -> CheckpointStore:
+        """The opened checkpoint store, after the key and the audit check: ChainwatchError
+        (one line, saying what to do) if any of them cannot be used. Idempotent."""
+        return self._prepare()[0]
+
+    def _prepare(self) -> tuple[CheckpointStore, Callable[[str], bool] | None]:
+        if self._prepared is None:
+            trusted = self._trust()
+            self._prepared = self.settings.checkpoint_store().open(), trusted
+        return self._prepared
+
     def run(self, input_finished: Callable[[], bool] | None = None) -> ScoreStats:
         """Score until stopped, or until ``input_finished()`` and every partition is caught up."""
-        trusted = self._trust()
+        store, trusted = self._prepare()
         producer = clients.producer(self.settings, linger_ms=5)
-        consumer = clients.consumer(
-            self.settings, **({"partition_assignment_strategy": [RangePartitionAssignor]}
-                              | self._consumer_overrides))
-        tasks = self.tasks = TaskManager(self.settings, self.settings.checkpoint_store(),
-                                         producer, scorer_factory=self.scorer_factory,
-                                         trusted=trusted)
-        dlq = DeadLetterWriter(producer, self.settings.topics.dlq, stage="scorer")
+        try:
+            consumer = clients.consumer(
+                self.settings, **({"partition_assignment_strategy": [RangePartitionAssignor]}
+                                  | self._consumer_overrides))
+        except BaseException:
+            producer.close()
+            raise
         try:
             self._check_co_partitioned(consumer)
+            tasks = self.tasks = TaskManager(self.settings, store, producer,
+                                             scorer_factory=self.scorer_factory,
+                                             trusted=trusted, binding=self._binding(consumer))
+            dlq = DeadLetterWriter(producer, self.settings.topics.dlq, stage="scorer")
             consumer.subscribe(list(self._expected),
                                listener=_Rebalance(consumer, tasks, self.health.lag))
             self.health.set_ready(False, "joining the consumer group")
             while not self.stop_event.is_set():
                 batch = consumer.poll(timeout_ms=self.poll_timeout_ms)
+                if tasks.failure is not None:  # raised here: the listener could not
+                    raise tasks.failure
                 self.health.observe(consumer)
                 if batch:
                     self._score_batch(batch, producer, dlq, tasks)
@@ -147,6 +171,21 @@ class ScorerService:
         if self.settings.audit.verify_checkpoints:
             return CheckpointTrust.from_settings(self.settings)
         return None
+
+    def _binding(self, consumer: KafkaConsumer) -> Binding:
+        """Group, input topics with their ids, cluster id: what checkpoints are bound to.
+
+        kafka-python keeps the ids of its last metadata response (read by
+        :meth:`_check_co_partitioned`) on ``consumer._client.cluster``; a broker or client
+        that does not report one leaves it None.
+        """
+        cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
+        topic_id = getattr(cluster, "topic_id", None)
+        cluster_id = getattr(cluster, "cluster_id", None)
+        topics = {topic: str(found) if callable(topic_id) and (found := topic_id(topic))
+                  else None for topic in self._expected}
+        return Binding(self.settings.consumer_group, topics,
+                       str(cluster_id) if cluster_id else None)
 
     def _export_state(self, tasks: TaskManager) -> None:
         """Drift, eviction and key counts of every task's Scorer, summed, as gauges."""

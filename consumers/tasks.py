@@ -22,6 +22,19 @@ skips it; the next regular checkpoint commits.
 Alerts depend only on each topic-partition's own order and carry deterministic ids and
 bytes, so whatever is re-read after a crash re-sends byte-identical alerts.
 
+Trust: the pickled state is unpickled only after the store authenticated it (its HMAC tag
+verifies with the scorer's checkpoint key) or the audit log proved its digest (``trusted``);
+a TaskManager refuses a store that does neither. A refused checkpoint is skipped for an older
+one, with a warning.
+
+Binding: each checkpoint's meta records what its offsets mean, a :class:`Binding` (consumer
+group, input topic names with their topic ids, Kafka cluster id). A restored checkpoint bound
+to anything else (a folder left by a run on other topics, another cluster, or a topic deleted
+and recreated) would seek to offsets that skip or repeat records, so it is refused with a
+:class:`CheckpointMismatch` that the scorer raises before it scores anything. Ids the broker
+does not report (None) are recorded as None and not compared; the local Tansu broker reports
+one fixed cluster id, but a topic id of its own for every topic it creates.
+
 Metrics: ``chainwatch_checkpoint_last_success_timestamp_seconds{task}`` is set to the time a
 checkpoint's steps completed, and on restore to the restored checkpoint's time (so a task
 whose writes then fail shows its age); ``chainwatch_checkpoint_size_bytes`` observes each
@@ -44,6 +57,7 @@ from kafka.structs import OffsetAndMetadata
 
 from consumers.scoring import Scorer
 from pipeline.checkpoints import CheckpointRef, CheckpointStore
+from pipeline.errors import ChainwatchError, CheckpointError
 from pipeline.metrics import CHECKPOINT_LAST_SUCCESS, CHECKPOINT_SIZE
 from pipeline.settings import Settings
 
@@ -53,6 +67,47 @@ STATE_FORMAT = 1  # bump when the pickled layout changes incompatibly
 
 def task_name(partition: int) -> str:
     return f"p{partition:04d}"
+
+
+class CheckpointMismatch(CheckpointError):
+    """A checkpoint was written for another group, other topics or another cluster."""
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What a checkpoint's offsets refer to: group, input topics (name → topic id), cluster.
+
+    An id is None when the broker does not report it; None is never compared.
+    """
+
+    group: str
+    topics: dict[str, str | None]
+    cluster_id: str | None = None
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"cluster_id": self.cluster_id, "group": self.group,
+                "topics": dict(sorted(self.topics.items()))}
+
+    def mismatch(self, meta: Any) -> str:
+        """Why a checkpoint with binding ``meta`` (from its meta) is not for us; "" if it is."""
+        if not isinstance(meta, dict) or set(meta) != {"cluster_id", "group", "topics"} \
+                or not isinstance(meta["topics"], dict):
+            return "it records no group, topics and cluster id (an older or foreign checkpoint)"
+        if meta["group"] != self.group:
+            return f"it was written by group {meta['group']!r}, not {self.group!r}"
+        if sorted(meta["topics"]) != sorted(self.topics):
+            return (f"it was written for topics {', '.join(sorted(meta['topics']))}, not "
+                    f"{', '.join(sorted(self.topics))}")
+        if None not in (meta["cluster_id"], self.cluster_id) \
+                and meta["cluster_id"] != self.cluster_id:
+            return (f"it was written on Kafka cluster {meta['cluster_id']!r}, this is "
+                    f"{self.cluster_id!r}")
+        for topic, topic_id in sorted(self.topics.items()):
+            theirs = meta["topics"][topic]
+            if None not in (theirs, topic_id) and theirs != topic_id:
+                return (f"topic {topic} has id {topic_id}, not {theirs} as when it was "
+                        "written (the topic was recreated, or this is another cluster)")
+        return ""
 
 
 @dataclass
@@ -80,7 +135,12 @@ class TaskManager:
 
     def __init__(self, settings: Settings, store: CheckpointStore, producer: KafkaProducer, *,
                  scorer_factory: Callable[[], Scorer] = Scorer,
-                 trusted: Callable[[str], bool] | None = None, keep: int = 3) -> None:
+                 trusted: Callable[[str], bool] | None = None, keep: int = 3,
+                 binding: Binding | None = None) -> None:
+        if not store.authenticates and trusted is None:
+            raise CheckpointError(f"checkpoint store {store.uri} has no key and no audit check: "
+                                  "the scorer unpickles only authenticated checkpoints; open "
+                                  "it with Settings.checkpoint_store()")
         self.settings = settings
         self.store = store
         self.producer = producer
@@ -90,15 +150,29 @@ class TaskManager:
         self.group = settings.consumer_group
         self.topics = (settings.topics.transactions, settings.topics.dex,
                        settings.topics.labels)
+        self.binding = binding or Binding(self.group, dict.fromkeys(self.topics))
         self.tasks: dict[int, Task] = {}
         self.checkpoints_written = 0
+        # an error restoring a task: the rebalance listener cannot raise (kafka-python logs
+        # and swallows it), so the service raises this after the poll, before scoring
+        self.failure: ChainwatchError | None = None
 
     # -- assignment ---------------------------------------------------------------------------
 
     def assign(self, consumer: KafkaConsumer, partitions: set[int]) -> None:
-        """Open tasks for newly assigned partition numbers and seek to their offsets."""
+        """Open tasks for newly assigned partition numbers and seek to their offsets.
+
+        A task that cannot be restored (store unreachable, checkpoint of another run) is not
+        opened: the error is kept in :attr:`failure` and no further task is opened.
+        """
         for partition in sorted(partitions - set(self.tasks)):
-            task = self._restore(partition)
+            if self.failure is not None:
+                return
+            try:
+                task = self._restore(partition)
+            except ChainwatchError as exc:
+                self.failure = exc
+                return
             self.tasks[partition] = task
             for topic in self.topics:
                 tp = TopicPartition(topic, partition)
@@ -122,9 +196,15 @@ class TaskManager:
                                             trusted=self.trusted)
         if found is None:
             return Task(partition, self.scorer_factory())
-        ref, data = found
+        ref, data = found  # authenticated: its tag verified, or the audit log proved it
+        if reason := self.binding.mismatch(ref.meta.get("binding")):
+            raise CheckpointMismatch(
+                f"checkpoint {ref.uri} is from another run: {reason}; restoring it would skip "
+                f"or repeat records, so nothing was read. Use another --checkpoints folder or "
+                f"--group, or delete the folder of group {self.group} in the store to start "
+                "afresh")
         CHECKPOINT_LAST_SUCCESS.labels(task=ref.task).set(ref.created_at / 1000)
-        state = pickle.loads(data)  # the store verified the digest before we unpickle
+        state = pickle.loads(data)  # authenticated above, never bytes anyone could write
         if state.get("format") != STATE_FORMAT:
             log.warning("checkpoint %s has state format %s, expected %s; starting fresh",
                         ref.uri, state.get("format"), STATE_FORMAT)
@@ -146,7 +226,8 @@ class TaskManager:
         data = pickle.dumps({"format": STATE_FORMAT, "scorer": task.scorer,
                              "offsets": task.offsets}, protocol=pickle.HIGHEST_PROTOCOL)
         meta = {"partition": task.partition, "offsets": dict(sorted(task.offsets.items())),
-                "events": task.scorer.events, "state_format": STATE_FORMAT}
+                "events": task.scorer.events, "state_format": STATE_FORMAT,
+                "binding": self.binding.to_meta()}
         ref = self.store.save(self.group, task.name, data, meta)  # 2. atomic write
         record = orjson.dumps(ref.to_record(), option=orjson.OPT_SORT_KEYS)
         self.producer.send(self.settings.topics.checkpoints, value=record,

@@ -10,12 +10,24 @@ Layout
     ``<root>/<group>/<task>/<seq:012d>-<sha256>.ckpt``: ``group`` is the consumer group,
     ``task`` one scorer task (``p0007`` for partition 7), ``seq`` counts up from 1 per task.
 
-Object
-    One object holds everything: ``CWCKPT1\\n``, a one-line JSON header (group, task, seq,
-    created_at, size, meta), ``\\n``, then the caller's bytes. ``sha256`` in the name is the
-    digest of the whole object, so ``sha256sum`` of the file equals its name, and the digest
-    sent to the audit log vouches for ``meta`` (the offsets covered) as well as the state. A
-    copy moved into another task's folder is refused: its header names its real place.
+Object (format version 2)
+    One object holds everything: ``CWCKPT2\\n``, a one-line JSON header (auth, group, task,
+    seq, created_at, size, meta), ``\\n``, the caller's bytes, then, when ``auth`` is
+    ``hmac-sha256``, a 32-byte HMAC-SHA256 tag of all that comes before it. ``sha256`` in the
+    name is the digest of the whole object, so ``sha256sum`` of the file equals its name, and
+    the digest sent to the audit log vouches for ``meta`` (the offsets covered) as well as the
+    state. A copy moved into another task's folder is refused: its header names its real
+    place. An object of another format version is refused with a message saying so.
+
+Authentication
+    The digest in a name proves nothing about who wrote the object: anyone who can write to
+    the store can compute it. A store opened with a :class:`CheckpointKey` (32 random bytes
+    the scorers hold, outside the store) tags every object it saves and refuses, on load,
+    any object whose tag is missing or wrong, comparing with :func:`hmac.compare_digest`
+    before returning a single byte. Every scorer of a group shares the store, so they must
+    share the key file too. A store opened without a key still checks digests, and reads
+    tagged objects without checking their tag: what it returns is *not* authenticated, so
+    nothing may unpickle it unless ``trusted`` (the audit log's proof) vouched for it.
 
 Atomicity
     Local: write a temporary ``.<name>.<pid>-<random>.tmp`` in the same folder, fsync, rename,
@@ -27,12 +39,14 @@ Atomicity
 
 Loading
     :meth:`CheckpointStore.load` returns bytes, never unpickles, and refuses an object whose
-    digest does not match its name, or (with ``trusted``) whose digest the audit log lacks.
+    digest does not match its name, whose tag does not verify (with a key), or (with
+    ``trusted``) whose digest the audit log lacks.
     :meth:`CheckpointStore.load_newest_good` falls back past refused ones, with a warning
     each; it raises, rather than falling back, when the store itself cannot be reached.
 
 >>> import tempfile
->>> with tempfile.TemporaryDirectory() as root, CheckpointStore.from_uri(root) as store:
+>>> key = CheckpointKey.generate()
+>>> with tempfile.TemporaryDirectory() as root, CheckpointStore.from_uri(root, key=key) as store:
 ...     ref = store.save("scorers", "p0007", b"state", {"offsets": {"chain.dex/7": 41}})
 ...     store.load(ref), ref.seq, [r.seq for r in store.list("scorers", "p0007")]
 (b'state', 1, [1])
@@ -43,11 +57,13 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import os
 import re
 import secrets
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -63,7 +79,13 @@ from pipeline.settings import Secret
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"CWCKPT1\n"
+FORMAT_VERSION = 2
+MAGIC = b"CWCKPT%d\n" % FORMAT_VERSION
+TAG_SIZE = 32  # HMAC-SHA256
+KEY_SIZE = 32
+_AUTH_HMAC, _AUTH_NONE = "hmac-sha256", "none"
+_HEADER_FIELDS = ["auth", "created_at", "group", "meta", "seq", "size", "task"]
+_S3_CONNECT_TIMEOUT_S = 5.0
 SCHEMES = "a local directory, file:///absolute/path or s3://bucket/prefix"
 _NAME = re.compile(r"(\d{12})-([0-9a-f]{64})\.ckpt")
 _TEMP = re.compile(r"\..+\.tmp")
@@ -78,6 +100,70 @@ _REF_TYPES: dict[str, type] = {"uri": str, "group": str, "task": str, "seq": int
 
 class _Refused(CheckpointError):
     """This checkpoint is bad (corrupt, untrusted, misplaced or gone); an older one may do."""
+
+
+class CheckpointKey:
+    """The HMAC-SHA256 key that authenticates checkpoints; ``repr`` shows where, never what.
+
+    The key file holds 64 hex characters (32 random bytes) and has mode 0600; it lives outside
+    the checkpoint store, and every scorer of a group needs the same one.
+    """
+
+    __slots__ = ("_secret", "path")
+
+    def __init__(self, raw: bytes, path: Path | None = None) -> None:
+        if len(raw) != KEY_SIZE:
+            raise CheckpointError(f"a checkpoint key is {KEY_SIZE} bytes, not {len(raw)}")
+        self._secret = Secret(raw.hex())
+        self.path = path
+
+    @classmethod
+    def generate(cls) -> CheckpointKey:
+        return cls(secrets.token_bytes(KEY_SIZE))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CheckpointKey:
+        """The key in ``path``; CheckpointError if it is missing, malformed or open to others."""
+        path = Path(path)
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            text = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"cannot read the checkpoint key {path}: {exc}; give every "
+                                  "scorer of the group the same key file (--checkpoint-key)"
+                                  ) from exc
+        if mode & 0o077:
+            raise CheckpointError(f"checkpoint key {path} has mode {mode:04o}; only its owner "
+                                  f"may read it: run chmod 600 {path}")
+        if len(text) != 2 * KEY_SIZE or not re.fullmatch(r"[0-9a-f]+", text):
+            raise CheckpointError(f"checkpoint key {path} is not {2 * KEY_SIZE} hex "
+                                  "characters; restore it, or delete it to make a new one "
+                                  "(then the existing checkpoints are refused)")
+        return cls(bytes.fromhex(text), path)
+
+    @classmethod
+    def load_or_create(cls, path: str | os.PathLike[str]) -> CheckpointKey:
+        """The key in ``path``, made first (mode 0600, atomically) if there is none."""
+        path = Path(path)
+        if not path.exists():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _write_new(path, (secrets.token_hex(KEY_SIZE) + "\n").encode())
+            except FileExistsError:
+                pass  # another scorer made it first: use theirs
+            except OSError as exc:
+                raise CheckpointError(f"cannot create the checkpoint key {path}: {exc}; "
+                                      "choose a writable place with --checkpoint-key") from exc
+        return cls.load(path)
+
+    def tag(self, data: bytes) -> bytes:
+        return hmac.digest(bytes.fromhex(self._secret.get()), data, "sha256")
+
+    def verify(self, data: bytes, tag: bytes) -> bool:
+        return hmac.compare_digest(self.tag(data), tag)
+
+    def __repr__(self) -> str:
+        return f"CheckpointKey({str(self.path) if self.path else '<in memory>'!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,27 +218,32 @@ class CheckpointStore:
     """
 
     def __init__(self, fs: pafs.FileSystem, root: str, *, local: bool,
-                 endpoint: str | None = None) -> None:
+                 endpoint: str | None = None, key: CheckpointKey | None = None) -> None:
         self._fs = fs
         self._root = root.rstrip("/") or "/"
         self._local = local
         self._endpoint = endpoint
+        self._key = key
         self._closed = False
 
     @classmethod
     def from_uri(cls, uri: str, *, s3_endpoint: str | None = None,
                  s3_access_key: str | None = None, s3_secret_key: str | Secret | None = None,
-                 s3_region: str | None = None) -> CheckpointStore:
+                 s3_region: str | None = None,
+                 key: CheckpointKey | None = None) -> CheckpointStore:
         """A store for ``uri`` (see the module docstring); the ``s3_*`` settings are for s3://.
 
         ``s3_endpoint`` is ``http://host:port`` for a local S3-compatible server (None: AWS).
         Without keys, pyarrow looks up ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, the
         AWS config files, then instance metadata. Keys never appear in logs or ``repr``.
+        With ``key``, saves are tagged and loads authenticated (see the module docstring).
         """
         match = _SCHEME.match(uri)
         scheme = match.group(1).lower() if match else ""
         if scheme == "s3":
-            return cls._s3(uri, s3_endpoint, s3_access_key, s3_secret_key, s3_region)
+            store = cls._s3(uri, s3_endpoint, s3_access_key, s3_secret_key, s3_region)
+            store._key = key
+            return store
         if scheme not in ("", "file"):
             raise CheckpointError(f"checkpoint URI {_shown(uri)!r} has the unsupported scheme "
                                   f"{scheme!r}; use {SCHEMES}")
@@ -166,7 +257,7 @@ class CheckpointStore:
             path = uri
         if not path.strip():
             raise CheckpointError(f"checkpoint URI is empty; use {SCHEMES}")
-        return cls(pafs.LocalFileSystem(), str(Path(path).resolve()), local=True)
+        return cls(pafs.LocalFileSystem(), str(Path(path).resolve()), local=True, key=key)
 
     @classmethod
     def _s3(cls, uri: str, endpoint: str | None, access_key: str | None,
@@ -184,7 +275,7 @@ class CheckpointStore:
             raise CheckpointError("S3 checkpoint store: give both the access key and the "
                                   "secret key, or neither (to use the AWS environment)")
         options: dict[str, Any] = {"access_key": access_key, "secret_key": secret,
-                                   "region": region}
+                                   "region": region, "connect_timeout": _S3_CONNECT_TIMEOUT_S}
         if endpoint is not None:
             found = _SCHEME.match(endpoint)
             host = endpoint[found.end():] if found else endpoint
@@ -208,17 +299,42 @@ class CheckpointStore:
     def uri(self) -> str:
         return self._uri(self._root)
 
+    @property
+    def authenticates(self) -> bool:
+        """Whether loads are authenticated by a key (else only digest-checked)."""
+        return self._key is not None
+
     # -- sink protocol ---------------------------------------------------------------------
 
     def open(self) -> Self:
-        """Check the store is usable now (local: create the root; S3: the bucket exists)."""
-        with _io(f"open the checkpoint store {self.uri}"):
+        """Check the store is usable now, or raise one CheckpointError that says what to do.
+
+        Local: create the root, write and delete a probe file in it. S3: the bucket exists
+        and the root can be listed (a connection times out after a few seconds).
+        """
+        doing = f"open the checkpoint store {self.uri}"
+        advice = ("choose a writable directory with --checkpoints (CHAINWATCH_CHECKPOINT_URI)"
+                  if self._local else
+                  "check the bucket, the credentials and that "
+                  + (f"the S3 endpoint {self._endpoint}" if self._endpoint else
+                     "AWS S3 (no S3 endpoint is set)")
+                  + " answers; for another S3 server set storage.s3_endpoint "
+                  "(CHAINWATCH_STORAGE_S3_ENDPOINT)")
+        try:
             if self._local:
                 self._fs.create_dir(self._root, recursive=True)
-            elif self._fs.get_file_info(self._root.split("/")[0]).type \
-                    != pafs.FileType.Directory:
-                raise CheckpointError(f"the bucket of {self.uri} does not exist; create it, "
-                                      "or point the checkpoint URI at an existing bucket")
+                probe = f"{self._root}/.probe.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+                self._fs.open_output_stream(probe).close()
+                self._fs.delete_file(probe)
+            else:
+                if self._fs.get_file_info(self._root.split("/")[0]).type \
+                        != pafs.FileType.Directory:
+                    raise CheckpointError(f"the bucket of {self.uri} does not exist; create "
+                                          "it, or point --checkpoints at an existing bucket")
+                self._fs.get_file_info(pafs.FileSelector(self._root, allow_not_found=True))
+        except OSError as exc:
+            reason = " ".join(str(exc).split())  # pyarrow's messages may span lines
+            raise CheckpointError(f"could not {doing}: {reason}; {advice}") from exc
         return self
 
     def flush(self) -> None:
@@ -245,9 +361,12 @@ class CheckpointStore:
         meta_json = _meta_json(meta or {})
         names, _ = self._scan(folder)
         seq = names[-1][0] + 1 if names else 1
-        header = {"created_at": time.time_ns() // 1_000_000, "group": group,
+        header = {"auth": _AUTH_HMAC if self._key else _AUTH_NONE,
+                  "created_at": time.time_ns() // 1_000_000, "group": group,
                   "meta": json.loads(meta_json), "seq": seq, "size": len(data), "task": task}
         head = MAGIC + json.dumps(header, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+        if self._key is not None:
+            data += self._key.tag(head + data)  # the trailer: data and tag are written as one
         sha = hashlib.sha256(head)
         sha.update(data)
         path = f"{folder}/{seq:012d}-{sha.hexdigest()}.ckpt"
@@ -332,7 +451,8 @@ class CheckpointStore:
 
     def load(self, ref: CheckpointRef, *,
              trusted: Callable[[str], bool] | None = None) -> bytes:
-        """The bytes of ``ref``, after checking its digest (and ``trusted(sha256)`` if given)."""
+        """The bytes of ``ref``, after checking its digest, its tag (when the store has a key)
+        and ``trusted(sha256)`` if given; _Refused (a CheckpointError) says which failed."""
         path = f"{self._folder(ref.group, ref.task)}/{ref.name}"
         if self._uri(path) != ref.uri:
             raise CheckpointError(f"checkpoint {ref.uri} is not in this store ({self.uri}); "
@@ -344,14 +464,24 @@ class CheckpointStore:
             raise _Refused(f"refusing checkpoint {ref.uri}: its name says sha256 {ref.sha256} "
                            f"but its content hashes to {actual}; it is corrupt or was tampered "
                            "with, so restore an older one")
+        header, start = _parse(blob, ref.uri, ref.group, ref.task, ref.seq)
+        tagged = header["auth"] == _AUTH_HMAC
+        end = len(blob) - TAG_SIZE if tagged else len(blob)
+        if self._key is not None and not (tagged and end >= start
+                                          and self._key.verify(blob[:end], blob[end:])):
+            raise _Refused(f"refusing checkpoint {ref.uri}: "
+                           + ("its authentication tag does not verify" if tagged else
+                              "it carries no authentication tag")
+                           + "; it was not written with this scorer's checkpoint key (forged, "
+                           "or the scorers of the group do not share one key file), so "
+                           "restore an older one")
         if trusted is not None and not trusted(ref.sha256):
             raise _Refused(f"refusing checkpoint {ref.uri}: digest {ref.sha256} not in the "
                            "audit log; it was never confirmed, so restore an older one")
-        header, start = _parse(blob, ref.uri, ref.group, ref.task, ref.seq)
-        if len(blob) - start != header["size"] or self._ref(path, header) != ref:
+        if end - start != header["size"] or self._ref(path, header) != ref:
             raise _Refused(f"refusing checkpoint {ref.uri}: its header does not match the "
                            "reference (size, created_at or meta differ)")
-        return blob[start:]
+        return blob[start:end]
 
     def load_newest_good(self, group: str, task: str,
                          trusted: Callable[[str], bool] | None = None,
@@ -398,6 +528,10 @@ class CheckpointStore:
 def _parse(blob: bytes, uri: str, group: str, task: str, seq: int) -> tuple[dict[str, Any], int]:
     """The header at the start of ``blob`` and where the data begins; _Refused if it is off."""
     end = blob.find(b"\n", len(MAGIC))
+    if (found := re.match(rb"CWCKPT(\d+)\n", blob)) and found.group() != MAGIC:
+        raise _Refused(f"{uri} is a checkpoint of format version {int(found.group(1))}; this "
+                       f"chainwatch reads version {FORMAT_VERSION} only, so it is skipped "
+                       "(delete it, or restore with the chainwatch that wrote it)")
     if not blob.startswith(MAGIC) or end < 0:
         raise _Refused(f"{uri} is not a chainwatch checkpoint (bad magic or header)")
     try:
@@ -405,9 +539,9 @@ def _parse(blob: bytes, uri: str, group: str, task: str, seq: int) -> tuple[dict
     except ValueError as exc:
         raise _Refused(f"{uri} has an unreadable header ({exc})") from exc
     expected = {"group": group, "task": task, "seq": seq}
-    if not isinstance(header, dict) or sorted(header) != [
-            "created_at", "group", "meta", "seq", "size", "task"] \
+    if not isinstance(header, dict) or sorted(header) != _HEADER_FIELDS \
             or any(header[k] != v for k, v in expected.items()) \
+            or header["auth"] not in (_AUTH_HMAC, _AUTH_NONE) \
             or not isinstance(header["meta"], dict) \
             or not all(type(header[k]) is int for k in ("created_at", "size")):
         raise _Refused(f"{uri} has a header that does not fit its place {expected}: a "
@@ -449,6 +583,24 @@ def _fsync(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write a new file ``path`` with mode 0600, atomically (a temporary file linked into
+    place); FileExistsError if ``path`` exists, which is then left as it is."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(temp, path)  # unlike rename, never replaces an existing key
+    finally:
+        temp.unlink()
+    _fsync(str(path.parent))
 
 
 def _publish(fs: pafs.FileSystem, temp: str, path: str) -> None:

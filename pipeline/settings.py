@@ -142,6 +142,8 @@ class Settings:
     client_id: str = "chainwatch"
     consumer_group: str = "chainwatch-scorer"
     checkpoint_uri: str = "chainwatch-data/checkpoints"
+    # the key that authenticates checkpoints, made on first use; shared by a group's scorers
+    checkpoint_key_file: str = "chainwatch-data/checkpoint.key"
     metrics_port: int = 0  # 0: no metrics server
     metrics_host: str = "127.0.0.1"  # the metrics server's address; 0.0.0.0: every interface
     log_format: str = "text"  # text (for people) or json (one object a line)
@@ -217,6 +219,9 @@ class Settings:
                 raise ConfigError(
                     f"bootstrap server {server.strip()!r} is not host:port, e.g. 127.0.0.1:9092"
                 )
+        if not self.checkpoint_key_file.strip():
+            raise ConfigError("checkpoint_key_file is empty; give the path of the checkpoint "
+                              "key file (made on first use)")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port {self.metrics_port} is not a port (0-65535)")
         if self.log_format not in LOG_FORMATS:
@@ -235,14 +240,19 @@ class Settings:
     # -- client configuration: nothing else builds these dicts -------------------------------
 
     def checkpoint_store(self) -> CheckpointStore:
-        """The checkpoint store of ``checkpoint_uri`` (a directory, or s3://bucket/prefix)."""
-        from pipeline.checkpoints import CheckpointStore  # noqa: PLC0415 (imports settings)
+        """The checkpoint store of ``checkpoint_uri`` (a directory, or s3://bucket/prefix),
+        authenticating with the key in ``checkpoint_key_file`` (made there on first use)."""
+        from pipeline.checkpoints import (  # noqa: PLC0415 (imports settings)
+            CheckpointKey,
+            CheckpointStore,
+        )
 
         st = self.storage
         return CheckpointStore.from_uri(
             self.checkpoint_uri, s3_endpoint=st.s3_endpoint or None,
             s3_access_key=st.s3_access_key.get() or None,
-            s3_secret_key=st.s3_secret_key.get() or None, s3_region=st.s3_region)
+            s3_secret_key=st.s3_secret_key.get() or None, s3_region=st.s3_region,
+            key=CheckpointKey.load_or_create(self.checkpoint_key_file))
 
     def _common(self) -> dict[str, Any]:
         conf: dict[str, Any] = {
@@ -328,6 +338,7 @@ _TYPES: dict[str, type] = {
     "client_id": str,
     "consumer_group": str,
     "checkpoint_uri": str,
+    "checkpoint_key_file": str,
     "metrics_port": int,
     "metrics_host": str,
     "log_format": str,

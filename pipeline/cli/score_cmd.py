@@ -25,7 +25,10 @@ stopped member's partitions move to the others, restored from their checkpoints.
 
 Checkpoints (per partition: models, feature windows and the offsets they cover) go to
 --checkpoints, a directory or s3://bucket/prefix (settings storage.* for the S3 endpoint and
-keys). Stops cleanly on Ctrl-C or SIGTERM, after a final checkpoint.
+keys), authenticated with the key in --checkpoint-key (made on first use): every scorer of a
+group needs the same key file. A checkpoint written for another group, other topics or
+another cluster is refused, and the scorer stops before reading anything. Stops cleanly on
+Ctrl-C or SIGTERM, after a final checkpoint.
 
 With --metrics-port, serves /metrics (Prometheus), /healthz (the loop is alive) and /readyz
 (partitions assigned, each within 1000 records of its end).
@@ -45,6 +48,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--checkpoints", metavar="URI",
                    help="checkpoint store: a directory or s3://bucket/prefix "
                         "(default: chainwatch-data/checkpoints)")
+    p.add_argument("--checkpoint-key", metavar="FILE",
+                   help="the key that authenticates checkpoints, made (mode 0600) if missing; "
+                        "the same file for every scorer of the group (setting "
+                        "checkpoint_key_file, default: chainwatch-data/checkpoint.key)")
     p.add_argument("--checkpoint-every", type=positive_int, default=50_000, metavar="N",
                    help="checkpoint a partition after N records (default 50000)")
     p.add_argument("--checkpoint-interval", type=float, default=30.0, metavar="S",
@@ -70,17 +77,18 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     settings = load_settings(args, consumer_group=args.group, checkpoint_uri=args.checkpoints,
+                             checkpoint_key_file=args.checkpoint_key,
                              **{"audit.verify_checkpoints": args.verify_checkpoints})
     service = ScorerService(settings, stop_on_signals(), checkpoint_every=args.checkpoint_every,
                             checkpoint_interval_s=args.checkpoint_interval)
+    store = service.prepare()  # key, audit check and store: one-line errors before any work
     started = time.monotonic()
     with serving(settings, service, "chainwatch score"):
         announce(f"chainwatch score: group {settings.consumer_group} on "
                  f"{settings.bootstrap_servers}; Ctrl-C to stop")
-        if not settings.audit.verify_checkpoints:
-            announce("chainwatch score: note: checkpoints are checked against their own "
-                     "digest only; set CHAINWATCH_AUDIT_VERIFY_CHECKPOINTS=true (or "
-                     "--verify-checkpoints) to restore only those in the audit log")
+        announce(f"chainwatch score: checkpoints in {store.uri}, authenticated with "
+                 f"{settings.checkpoint_key_file}"
+                 + (" and the audit log" if settings.audit.verify_checkpoints else ""))
         stats = service.run(input_finished=(lambda: True) if args.until_caught_up else None)
     summary = {"consumed": stats.consumed, "scored": stats.scored,
                "dead_lettered": stats.dead_lettered,

@@ -1,23 +1,30 @@
-"""The checkpoint store on a local directory: layout, atomicity, digests, trust, pruning."""
+"""The checkpoint store on a local directory: layout, atomicity, digests, trust, pruning,
+authentication with the checkpoint key; and the scorer tasks' restore path on top of it."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import pickle
 import re
+import stat
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
+from kafka import TopicPartition
 
+from consumers.scoring import Scorer
+from consumers.tasks import Binding, CheckpointMismatch, Task, TaskManager
 from pipeline import checkpoints
-from pipeline.checkpoints import CheckpointRef, CheckpointStore
+from pipeline.checkpoints import CheckpointKey, CheckpointRef, CheckpointStore
 from pipeline.errors import ChainwatchError, CheckpointError
-from pipeline.settings import Secret
+from pipeline.settings import Secret, Settings
 
 GROUP, TASK = "chainwatch-scorer", "p0007"
 NAME = re.compile(r"\d{12}-[0-9a-f]{64}\.ckpt")
@@ -306,3 +313,215 @@ def test_two_processes_write_different_tasks_without_locks(tmp_path: Path) -> No
         refs = store.list(GROUP, task)
         assert [r.seq for r in refs] == list(range(1, 26))
         assert store.load(refs[-1]) == f"{task}-24".encode() * 100
+
+
+# -- authentication: the key, tags, forged objects --------------------------------------------
+
+
+def _keyed(tmp_path: Path, name: str = "ckpt") -> CheckpointStore:
+    key = CheckpointKey.load_or_create(tmp_path / "keys" / "checkpoint.key")
+    return CheckpointStore.from_uri(str(tmp_path / name), key=key)
+
+
+def _forge(root: Path, group: str, task: str, payload: bytes, *, how: str = "no tag",
+           meta: dict[str, object] | None = None) -> CheckpointRef:
+    """What anyone who can write to the store can make without the scorers' key: an object
+    in the documented layout with the right digest name, untagged (as a keyless store saves
+    it), tagged with another key, or with a made-up tag."""
+    key = None if how == "no tag" else CheckpointKey.generate()
+    ref = CheckpointStore.from_uri(str(root), key=key).save(group, task, payload, meta)
+    if how == "made-up tag":
+        path = root / group / task / ref.name
+        blob = path.read_bytes()[:-checkpoints.TAG_SIZE] + os.urandom(checkpoints.TAG_SIZE)
+        path.unlink()
+        sha = hashlib.sha256(blob).hexdigest()
+        path.with_name(f"{ref.seq:012d}-{sha}.ckpt").write_bytes(blob)
+        ref = dataclasses.replace(ref, sha256=sha,
+                                  uri=path.with_name(f"{ref.seq:012d}-{sha}.ckpt").as_uri())
+    return ref
+
+
+def test_the_key_is_made_once_with_mode_0600_and_never_shown(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "checkpoint.key"
+    key = CheckpointKey.load_or_create(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text().strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", text)
+    assert text not in repr(key) and text not in str(key)
+    again = CheckpointKey.load_or_create(path)  # the same key: it authenticates the same tags
+    assert path.read_text().strip() == text and again.verify(b"x", key.tag(b"x"))
+    path.chmod(0o644)
+    with pytest.raises(CheckpointError, match="chmod 600"):
+        CheckpointKey.load(path)
+    path.chmod(0o600)
+    path.write_text("not a key\n")
+    with pytest.raises(CheckpointError, match="64 hex"):
+        CheckpointKey.load(path)
+
+
+def test_a_keyed_store_tags_its_objects_and_reads_them_back(tmp_path: Path) -> None:
+    store = _keyed(tmp_path)
+    ref = store.save(GROUP, TASK, b"state", {"offsets": {"chain.dex/7": 1}})
+    blob = (_folder(tmp_path) / ref.name).read_bytes()
+    assert hashlib.sha256(blob).hexdigest() == ref.sha256 and ref.size == len(b"state")
+    assert blob[-checkpoints.TAG_SIZE - len(b"state"):-checkpoints.TAG_SIZE] == b"state"
+    assert store.load(ref) == b"state" and store.list(GROUP, TASK) == [ref]
+    keyless = CheckpointStore.from_uri(str(tmp_path / "ckpt"))  # digest only, tag skipped
+    assert keyless.load(ref) == b"state"
+
+
+@pytest.mark.parametrize("forger", ["no tag", "made-up tag", "another key"])
+def test_a_forged_object_with_a_valid_digest_name_is_refused_with_fallback(
+        tmp_path: Path, forger: str, caplog: pytest.LogCaptureFixture) -> None:
+    store = _keyed(tmp_path)
+    good = store.save(GROUP, TASK, b"good state")
+    forged_ref = _forge(tmp_path / "ckpt", GROUP, TASK, b"evil state", how=forger)
+    assert forged_ref.seq == 2 and store.list(GROUP, TASK)[-1] == forged_ref
+    assert hashlib.sha256((_folder(tmp_path) / forged_ref.name).read_bytes()).hexdigest() \
+        == forged_ref.sha256  # the digest in its name is right: it proves nothing
+    with pytest.raises(CheckpointError, match="authentication tag"):
+        store.load(forged_ref)
+    with caplog.at_level(logging.WARNING, logger="pipeline.checkpoints"):
+        assert store.load_newest_good(GROUP, TASK) == (good, b"good state")
+    refusals = [r.getMessage() for r in caplog.records if forged_ref.uri in r.getMessage()]
+    assert len(refusals) == 1 and "\n" not in refusals[0]
+
+
+def test_an_object_of_another_format_version_is_refused_by_name(tmp_path: Path) -> None:
+    store = _keyed(tmp_path)
+    good = store.save(GROUP, TASK, b"good")
+    old = _folder(tmp_path) / f"000000000002-{'0' * 64}.ckpt"
+    blob = b"CWCKPT1\n" + b'{"created_at":1,"group":"g","meta":{},"seq":2,"size":1,"task":"t"}\nx'
+    old = old.with_name(f"000000000002-{hashlib.sha256(blob).hexdigest()}.ckpt")
+    old.write_bytes(blob)
+    ref = CheckpointRef(old.as_uri(), GROUP, TASK, 2, old.name[13:77], 1, 1, {})
+    with pytest.raises(CheckpointError, match="format version 1; this chainwatch reads "
+                                              "version 2"):
+        store.load(ref)
+    assert store.list(GROUP, TASK) == [good]
+
+
+# -- the scorer's restore path: nothing forged is unpickled, a foreign checkpoint is refused --
+
+
+class _Payload:
+    """A pickle that, when loaded, creates ``marker``: the forger's code running."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (Path.touch, (self.marker,))
+
+
+class _FakeProducer:
+    def flush(self) -> None:
+        pass
+
+    def send(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+class _FakeConsumer:
+    def __init__(self, assigned: set[TopicPartition]) -> None:
+        self.assigned = assigned
+        self.seeks: list[tuple[TopicPartition, int | None]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+    def seek_to_beginning(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp, None))
+
+    def commit(self, offsets: object) -> None:
+        pass
+
+
+def _scorer_settings(tmp_path: Path) -> Settings:
+    """As a scorer is configured: from the environment (a key file of its own)."""
+    return Settings.load(env={"CHAINWATCH_CHECKPOINT_URI": str(tmp_path / "ckpt"),
+                              "CHAINWATCH_CHECKPOINT_KEY_FILE": str(tmp_path / "scorer.key")})
+
+
+def _checkpointed(settings: Settings, binding: Binding | None = None) -> TaskManager:
+    """A task manager that has written one genuine checkpoint of task 0."""
+    manager = TaskManager(settings, settings.checkpoint_store(), _FakeProducer(),
+                          binding=binding)
+    task = Task(0, Scorer(), {settings.topics.dex: 10}, uncheckpointed=10)
+    assert manager.checkpoint(_FakeConsumer(set()), task) is not None
+    return manager
+
+
+def test_the_default_scorer_never_unpickles_a_forged_checkpoint(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = _scorer_settings(tmp_path)  # audit.verify_checkpoints is false
+    assert not settings.audit.verify_checkpoints
+    genuine = _checkpointed(settings).store.newest(settings.consumer_group, "p0000")
+    assert genuine is not None
+    marker = tmp_path / "forger-was-here"
+    forged = _forge(tmp_path / "ckpt", settings.consumer_group, "p0000",
+                    pickle.dumps(_Payload(marker)), meta=genuine.meta)
+    assert forged.seq == genuine.seq + 1
+    manager = TaskManager(settings, settings.checkpoint_store(), _FakeProducer())
+    with caplog.at_level(logging.WARNING):
+        task = manager._restore(0)
+    assert not marker.exists(), "the forger's pickle ran"
+    assert task.restored_from == genuine and task.offsets == {settings.topics.dex: 10}
+    refusals = [r.getMessage() for r in caplog.records if "refusing" in r.getMessage()]
+    assert len(refusals) == 1 and "\n" not in refusals[0]
+    assert "authentication tag" in refusals[0]
+
+
+def test_a_store_without_key_or_audit_check_is_not_restored_from(tmp_path: Path) -> None:
+    settings = _scorer_settings(tmp_path)
+    with pytest.raises(CheckpointError, match="authenticated"):
+        TaskManager(settings, CheckpointStore.from_uri(str(tmp_path / "ckpt")),
+                    _FakeProducer())
+
+
+BOUND = Binding("chainwatch-scorer", {"chain.transactions": "id-t", "chain.dex": "id-d",
+                                      "chainwatch.labels": "id-l"}, "cluster-a")
+
+
+@pytest.mark.parametrize(("now", "says"), [
+    (Binding("chainwatch-scorer", {"other.tx": None, "other.dex": None, "other.labels": None},
+             "cluster-a"), "written for topics chain.dex, chain.transactions"),
+    (dataclasses.replace(BOUND, cluster_id="cluster-b"), "cluster 'cluster-a', this is"),
+    (dataclasses.replace(BOUND, topics={**BOUND.topics, "chain.dex": "id-new"}),
+     "topic chain.dex has id id-new, not id-d"),
+])
+def test_a_checkpoint_of_another_run_is_refused_before_anything_is_read(
+        tmp_path: Path, now: Binding, says: str) -> None:
+    settings = _scorer_settings(tmp_path)
+    _checkpointed(settings, binding=BOUND)
+    manager = TaskManager(settings, settings.checkpoint_store(), _FakeProducer(),
+                          binding=now)
+    consumer = _FakeConsumer({TopicPartition(t, 0) for t in manager.topics})
+    manager.assign(consumer, {0})
+    assert isinstance(manager.failure, CheckpointMismatch)
+    message = str(manager.failure)
+    assert says in message and "\n" not in message
+    assert "--checkpoints" in message and "--group" in message
+    assert manager.tasks == {} and consumer.seeks == []  # not opened: no offset is used
+
+
+def test_unknown_ids_are_not_compared_and_a_matching_run_restores(tmp_path: Path) -> None:
+    settings = _scorer_settings(tmp_path)
+    _checkpointed(settings, binding=BOUND)
+    unknown = Binding(BOUND.group, dict.fromkeys(BOUND.topics), None)
+    for now in (BOUND, unknown):
+        manager = TaskManager(settings, settings.checkpoint_store(), _FakeProducer(),
+                              binding=now)
+        consumer = _FakeConsumer({TopicPartition("chain.dex", 0)})
+        manager.assign(consumer, {0})
+        assert manager.failure is None and consumer.seeks == [(TopicPartition("chain.dex", 0),
+                                                               10)]
+
+
+def test_an_unusable_local_store_is_one_error_at_open() -> None:
+    with pytest.raises(CheckpointError) as info:
+        CheckpointStore.from_uri("/proc/nope").open()
+    assert "\n" not in str(info.value) and "--checkpoints" in str(info.value)
