@@ -102,6 +102,7 @@ class DeadLetterWriter:
         self.failures = 0
 
     def write(self, original: bytes, reason: str, detail: str, source: dict[str, Any]) -> None:
+        """Send the letter of ``original`` (see the module docstring); never raises."""
         self.count += 1
         try:
             letter = build_letter(original, reason, detail, source, self._stage)
