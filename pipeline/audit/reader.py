@@ -153,7 +153,10 @@ class AuditReader:
             if leaf_id.startswith(CHECKPOINT_PREFIX):
                 row = self._conn.execute("SELECT idx FROM leaves WHERE kind = 'checkpoint' AND "
                                          "id = ?", (leaf_id,)).fetchone()
-                return None if row is None else int(row[0])
+                if row is not None and type(row[0]) is not int:
+                    raise AuditError(f"the audit log {self.path} holds a leaf index "
+                                     f"{row[0]!r}: it is damaged; run chainwatch audit verify")
+                return None if row is None else row[0]
             self._ids.refresh(self._conn, self.size)
             found = self._ids.find(self._conn, [leaf_id]).get(leaf_id)
         return None if found is None else found[0]

@@ -84,11 +84,16 @@ def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
+DAMAGE = (sqlite3.Error, UnicodeDecodeError)
+"""What SQLite raises on a damaged file: its errors, and UnicodeDecodeError when a damaged
+schema makes it word an error message in bytes that are not UTF-8."""
+
+
 def open_db(path: Path, *, readonly: bool) -> sqlite3.Connection:
     """:func:`connect`, with SQLite's errors as AuditError."""
     try:
         return connect(path, readonly=readonly)
-    except sqlite3.Error as exc:
+    except DAMAGE as exc:
         raise AuditError(f"cannot open the audit log {path}: {exc}; check the path and its "
                          "permissions, or run chainwatch audit verify on it") from exc
 
@@ -98,7 +103,7 @@ def sql_errors(doing: str) -> Iterator[None]:
     """Turn sqlite3 errors into AuditError, saying what was being done."""
     try:
         yield
-    except sqlite3.Error as exc:
+    except DAMAGE as exc:
         raise AuditError(f"could not {doing}: {exc}; if the file is damaged, run chainwatch "
                          "audit verify on it") from exc
 

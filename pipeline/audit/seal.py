@@ -17,6 +17,13 @@ Seal record: ``CWSEAL1\\n`` ‖ size (8) ‖ root (32) ‖ digest (32) ‖ signa
 signature over ``chainwatch-audit-seal-v1\\n`` ‖ size ‖ root ‖ digest. ``size`` and ``root``
 tie the seal to one tree: a seal for fewer leaves than the log has is *stale* (the log grew
 after it; the auditor seals again when next idle) and vouches for nothing beyond them.
+
+Once made, the ``seal`` table always holds one record: the placeholder (not sealed yet) or a
+signed seal; the writer never deletes it. So a table with no record, or a record that is
+neither, is a removed or damaged seal (:func:`seal_record`), not an unsealed log. Removing
+the whole table, or writing the placeholder back, leaves nothing in the file to tell: that
+is a rollback to the file as it was before its first seal, and only a *seal head* kept
+outside the file catches it (see :mod:`pipeline.audit.verify`).
 """
 
 from __future__ import annotations
@@ -70,14 +77,29 @@ class Seal:
         return True
 
 
-def read_seal(conn: sqlite3.Connection) -> Seal | None:
-    """The seal stored in the log (None if there is none, or only the placeholder)."""
+def seal_record(conn: sqlite3.Connection) -> tuple[Seal | None, str]:
+    """The seal stored in the log, and what is wrong with the seal record ("" if nothing).
+
+    ``(None, "")``: never sealed (no ``seal`` table, or only the placeholder);
+    ``(seal, "")``: a seal, its signature not yet checked; ``(None, problem)``: the table
+    has no record, or one that the writer never writes (a removed or damaged seal).
+    """
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seal'"
                         ).fetchone():
-        return None
-    row = conn.execute("SELECT value FROM seal WHERE id = 1").fetchone()
-    seal = Seal.from_bytes(row[0]) if row else None
-    return None if seal is None or seal.signature == bytes(SIGNATURE_SIZE) else seal
+        return None, ""
+    rows = conn.execute("SELECT id, value FROM seal").fetchall()
+    if not rows:
+        return None, "the seal table has no record: the file seal was deleted"
+    if len(rows) > 1 or rows[0][0] != 1:
+        return None, "the seal table holds records the writer never writes: it was altered"
+    value = rows[0][1]
+    if value == PLACEHOLDER:
+        return None, ""
+    seal = Seal.from_bytes(value)
+    if seal is None or seal.signature == bytes(SIGNATURE_SIZE):
+        return None, "the seal record is damaged: it is neither a signed seal nor the " \
+            "placeholder the writer leaves before its first seal"
+    return seal, ""
 
 
 def file_digest(path: Path, conn: sqlite3.Connection) -> bytes | None:
@@ -114,8 +136,14 @@ def seal_file(conn: sqlite3.Connection, path: Path, signer: Signer,
               head: SignedHead) -> Seal | None:
     """Checkpoint the WAL, then sign and store the file's digest for ``head``; None (and
     nothing changed but the placeholder) if a reader kept the WAL from being checkpointed."""
-    conn.execute(SCHEMA)
-    conn.execute("INSERT OR IGNORE INTO seal (id, value) VALUES (1, ?)", (PLACEHOLDER,))
+    conn.execute("BEGIN IMMEDIATE")  # the table never exists without its record
+    try:
+        conn.execute(SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO seal (id, value) VALUES (1, ?)", (PLACEHOLDER,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
     if not _checkpointed(conn):
         return None
     digest = file_digest(path, conn)

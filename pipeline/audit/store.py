@@ -95,6 +95,9 @@ class AuditLog(AuditReader):
         self._head: SignedHead | None = None
         self._pending: list[Leaf] = []
         self._pending_offsets: dict[tuple[str, int], int] = {}
+        self._changes = 0  # batches committed by this writer
+        self._sealed_at = -1  # ... when it last sealed the file
+        self._seal_head: SignedHead | None = None
 
     @classmethod
     def open(cls, path: str | Path, key: Signer | str | Path | None = None, *,
@@ -146,24 +149,44 @@ class AuditLog(AuditReader):
         return self.append(leaves, offsets)
 
     def close(self) -> None:
-        """Flush, seal, then close the file. Closing twice is harmless."""
+        """Flush, seal (unless it is sealed as it is), then close the file. Closing twice is
+        harmless."""
         if self._closed:
             return
         try:
             self.flush()
-            self.seal()
+            if self.needs_seal:
+                self.seal()
         finally:
             super().close()
 
+    @property
+    def needs_seal(self) -> bool:
+        """Whether the file changed since this writer last sealed it (or it never did)."""
+        return self._head is not None and self._sealed_at != self._changes
+
+    @property
+    def seal_head(self) -> SignedHead | None:
+        """The seal head of this writer's last seal (see :mod:`~pipeline.audit.external`):
+        the head to publish so that removing the seal is caught."""
+        return self._seal_head
+
     def seal(self) -> Seal | None:
         """Sign the digest of the whole file at the current head (see
-        :mod:`~pipeline.audit.seal`): costs one read of the file; None if a reader held the
-        WAL or the log is empty, and then the next call tries again."""
+        :mod:`~pipeline.audit.seal`), and a seal head for it (:attr:`seal_head`): costs one
+        read of the file; None if a reader held the WAL or the log is empty, and then the
+        next call tries again."""
         self._check_open()
-        if self._head is None:
+        head = self._head
+        if head is None:
             return None
         with sql_errors(f"seal the audit log {self.path}"):
-            return seal_file(self._conn, self.path, self._signer, self._head)
+            seal = seal_file(self._conn, self.path, self._signer, head)
+        if seal is not None:
+            self._sealed_at = self._changes
+            self._seal_head = self._signer.sign_head(
+                head.size, head.root, head.hash(), max(self._clock(), head.timestamp_ms))
+        return seal
 
     # -- appending -------------------------------------------------------------------------
 
@@ -187,6 +210,7 @@ class AuditLog(AuditReader):
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+        self._changes += 1
         self._ids.extend(key for _, key in keys)
         self._tree = tree
         self._head = result.head or self._head

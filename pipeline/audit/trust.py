@@ -8,6 +8,10 @@ edited, or signed with another key, vouches for nothing.
 A checkpoint the auditor has not appended yet (it runs a little behind) is not trusted
 either; :meth:`~pipeline.checkpoints.CheckpointStore.load_newest_good` then falls back to the
 previous one, which only means re-reading a little more input.
+
+The check never raises: a store that is damaged, truncated or not an audit log at all
+answers "not trusted" with the reason logged, because it runs inside a consumer's rebalance
+callback, where an exception would stop the scorer.
 """
 
 from __future__ import annotations
@@ -19,10 +23,14 @@ from pipeline.audit.errors import AuditError, AuditKeyError
 from pipeline.audit.leaves import Leaf, checkpoint_id
 from pipeline.audit.proofs import verify_inclusion
 from pipeline.audit.reader import AuditReader
+from pipeline.audit.schema import DAMAGE
 from pipeline.audit.signing import PublicKeyLike, load_public_key, verify_head
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_UNREADABLE = (AuditError, *DAMAGE, OSError, ValueError, TypeError, LookupError, OverflowError)
+"""What reading a damaged store can raise on the way to an answer (see :func:`_check`)."""
 
 
 def public_key_arg(value: str) -> Path | str:
@@ -67,7 +75,10 @@ class CheckpointTrust:
         return cls(settings.audit.store, configured_public_key(settings))
 
     def __call__(self, sha256: str) -> bool:
-        reason = self._check(sha256)
+        try:
+            reason = self._check(sha256)
+        except _UNREADABLE as exc:  # a damaged file: whatever it holds, it vouches for nothing
+            reason = f"the audit log {self.store} cannot be read ({type(exc).__name__}: {exc})"
         self.last_reason = reason
         if reason:
             log.warning("checkpoint %s is not trusted: %s", sha256[:16], reason)

@@ -28,18 +28,27 @@ It reads one snapshot, so it can check a log while the auditor appends to it.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from pipeline.audit.errors import LeafError
+from pipeline.audit.external import NO_EXTERNAL_HEAD, WalkFacts, check_external
 from pipeline.audit.ids import IdIndex, id_key
 from pipeline.audit.leaves import Leaf
 from pipeline.audit.merkle import HASH_SIZE, ZERO_HASH, CompactRange, Node, leaf_hash
-from pipeline.audit.schema import FORMAT, HEAD_COLUMNS, NODE_STRIDE, TABLES, connect, head_from_row
-from pipeline.audit.seal import file_digest, read_seal
+from pipeline.audit.schema import (
+    DAMAGE,
+    FORMAT,
+    HEAD_COLUMNS,
+    NODE_STRIDE,
+    TABLES,
+    connect,
+    head_from_row,
+)
+from pipeline.audit.seal import file_digest, seal_record
 from pipeline.audit.signing import (
     PublicKeyLike,
     SignedHead,
@@ -70,12 +79,15 @@ class VerifyResult:
     sealed: bool = False
     """Every byte of the file matched its signed seal (see :mod:`~pipeline.audit.seal`)."""
     note: str = ""
+    external: str = NO_EXTERNAL_HEAD
+    """What the log was held to outside itself (:mod:`~pipeline.audit.external`)."""
 
     def __str__(self) -> str:
         if self.ok:
             root = self.root.hex() if self.root else "-"
-            sealed = "every byte of the file matches its seal" if self.sealed else self.note
-            return f"OK: {self.size} leaves, {self.heads} signed heads, root {root}; {sealed}"
+            sealed = self.note or "every byte of the file matches its seal"
+            return (f"OK: {self.size} leaves, {self.heads} signed heads, root {root}; "
+                    f"{sealed}; {self.external}")
         if self.unreadable:
             return f"UNREADABLE: {self.problem}"
         where = [f"leaf {self.index}" if self.index is not None else "",
@@ -92,8 +104,10 @@ class _Problem(Exception):
         self.problem, self.index, self.leaf_id, self.head = problem, index, leaf_id, head
 
 
-def verify_store(path: str | Path, *, public_key: PublicKeyLike) -> VerifyResult:
-    """Check the whole log at ``path`` against ``public_key``; see the module docstring.
+def verify_store(path: str | Path, *, public_key: PublicKeyLike,
+                 external_heads: Sequence[SignedHead] = ()) -> VerifyResult:
+    """Check the whole log at ``path`` against ``public_key``, and against
+    ``external_heads`` (heads kept outside the file) when given; see the module docstring.
 
     Never raises for anything in the file; AuditKeyError if ``public_key`` is not a key.
     """
@@ -103,16 +117,21 @@ def verify_store(path: str | Path, *, public_key: PublicKeyLike) -> VerifyResult
         return _unreadable(f"no audit log file at {path}")
     try:
         conn = connect(path, readonly=True)
-    except sqlite3.Error as exc:
+    except DAMAGE as exc:
         return _unreadable(f"{path} cannot be opened as SQLite: {exc}")
-    walk = _Walk(conn, key)
+    walk = _Walk(conn, key, {head.size for head in external_heads})
     try:
         conn.execute("BEGIN")  # one snapshot for every query, while a writer appends
-        return _check_seal(walk.run(), conn, path, key)
+        result = walk.run()
+        external = check_external(result.size, walk.facts, external_heads, key)
+        if external.problem:
+            return replace(result, ok=False, problem=external.problem)
+        return _check_seal(replace(result, external=external.checked), conn, path, key,
+                           external.seal_required)
     except _Problem as bad:
         return VerifyResult(False, walk.tree.size, walk.tree.root(), walk.heads, bad.problem,
                             bad.index, bad.leaf_id, bad.head)
-    except sqlite3.Error as exc:
+    except DAMAGE as exc:
         return _unreadable(f"{path} is not a readable SQLite database: {exc}")
     except Exception as exc:  # whatever a damaged file does, the answer is "not ok"
         return _unreadable(f"{path} could not be read to the end: {type(exc).__name__}: {exc}")
@@ -121,31 +140,43 @@ def verify_store(path: str | Path, *, public_key: PublicKeyLike) -> VerifyResult
 
 
 def _check_seal(result: VerifyResult, conn: sqlite3.Connection, path: Path,
-                key: Ed25519PublicKey) -> VerifyResult:
+                key: Ed25519PublicKey, seal_required: str) -> VerifyResult:
     """Step 6: the bytes no entry accounts for, through the file's signed seal."""
-    seal = read_seal(conn)
+    seal, damaged = seal_record(conn)
+    failed = replace(result, ok=False)
+    if damaged:
+        return replace(failed, problem=damaged)
     if seal is None:
+        if seal_required:
+            return replace(failed, problem=f"the file seal was removed: {seal_required}, "
+                           "but the file has no seal")
         return replace(result, note="the file is not sealed (the auditor seals it when idle "
                        "and on stop), so bytes outside the entries were not checked")
-    failed = replace(result, ok=False)
     if not seal.signed_by(key):
         return replace(failed, problem="the file seal is not signed by the given key")
     if seal.size > result.size:
         return replace(failed, problem=f"the file seal is for {seal.size} leaves but the log "
                        f"has {result.size}: leaves were removed from its end")
-    if seal.size < result.size:
+    if seal.size < result.size or (seal_required and seal.size != result.size):
+        if seal_required:
+            return replace(failed, problem=f"the file seal was replaced: {seal_required}, "
+                           f"but the file's seal is for {seal.size} leaves")
         return replace(result, note=f"the file seal covers the first {seal.size} leaves; the "
                        "log grew since (the auditor seals it again when idle)")
     if seal.root != result.root:
         return replace(failed, problem="the file seal's root differs from the log's root")
-    wal = Path(f"{path}-wal")
-    if wal.is_file() and wal.stat().st_size > 0:
-        return replace(result, note="the log is being written (its WAL holds pages not yet "
-                       "in the file), so the file seal was not checked")
+    # The seal is over the main file's bytes, so they are checked whatever lies beside it: a
+    # WAL of later commits (then the file holds the sealed state and the WAL's frames were
+    # checked as entries), or a stray one put there to make a changed file look "in use".
     if file_digest(path, conn) != seal.digest:
         return replace(failed, problem="the file differs from its signed seal: a byte that "
                        "no entry accounts for (SQLite free space, a stale cell copy or the "
                        "file header) was changed")
+    wal = Path(f"{path}-wal")
+    if wal.is_file() and wal.stat().st_size > 0:
+        return replace(result, sealed=True, note=f"the file matches its seal; beside it, "
+                       f"{wal.name} holds {wal.stat().st_size} bytes of commits made since, "
+                       "checked as entries only")
     return replace(result, sealed=True)
 
 
@@ -154,9 +185,12 @@ def _unreadable(problem: str) -> VerifyResult:
 
 
 class _Walk:
-    def __init__(self, conn: sqlite3.Connection, key: Ed25519PublicKey) -> None:
+    def __init__(self, conn: sqlite3.Connection, key: Ed25519PublicKey,
+                 sizes: set[int]) -> None:
         self.conn = conn
         self.key = key
+        self.sizes = sizes
+        self.facts = WalkFacts()
         self.tree = CompactRange()
         self.ids = IdIndex()
         self.heads = 0
@@ -175,6 +209,8 @@ class _Walk:
             h = self._leaf(index, row[:5])
             self._unique(index, row[2], row[5])
             self.tree.append(h, completed)
+            if self.tree.size in self.sizes:
+                self.facts.roots[self.tree.size] = self.tree.root()
             for level, node_index, node in completed:
                 if level % NODE_STRIDE == 0:
                     self._node(nodes, level, node_index, node)
@@ -299,3 +335,4 @@ class _Walk:
                            "reordered", index=start, head=number)
         self.last = head
         self.heads += 1
+        self.facts.head_sizes[head.hash()] = head.size

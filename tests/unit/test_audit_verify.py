@@ -247,9 +247,9 @@ def test_heads_resigned_with_another_key_fail(log_path: Path) -> None:
     failed(verify(log_path), problem="not by the key given")
     # the file seal is still the true key's: the thief must drop it too
     failed(verify_store(log_path, public_key=thief.public_key), problem="seal is not signed")
-    with closing(sqlite3.connect(log_path)) as conn:
-        conn.execute("DELETE FROM seal")
-        conn.commit()
+    tamper(log_path, "DELETE FROM seal")
+    failed(verify_store(log_path, public_key=thief.public_key), problem="seal was deleted")
+    tamper(log_path, "DROP TABLE seal")  # deleting only its record is caught
     resigned = verify_store(log_path, public_key=thief.public_key)
     assert resigned.ok and not resigned.sealed  # only the true key tells
 
@@ -326,9 +326,10 @@ def test_a_flipped_byte_anywhere_in_a_sealed_file_is_never_ok(log_path: Path,
 
 
 def test_an_unsealed_log_is_checked_entry_by_entry_and_says_so(log_path: Path) -> None:
-    tamper(log_path, "DELETE FROM seal")
+    tamper(log_path, "DROP TABLE seal")  # as a log looks before its first seal
     result = verify(log_path)
     assert result.ok and not result.sealed and "not sealed" in str(result)
+    assert "no external head to check against" in str(result)
     with AuditLog.open(log_path, SIGNER) as log:
         assert log.seal() is not None
     assert verify(log_path).sealed
