@@ -8,7 +8,10 @@ members with the same group.
 For every polled record:
 
 1. decode and validate it; a bad record goes to the dead-letter topic with its reason and
-   source offset, and processing goes on (so does a record whose scoring raised);
+   source offset, and processing goes on (so does a record whose scoring raised, as
+   ``processing_error``: the first failure of each exception type is logged with its
+   traceback, later ones in one line each). Writing a dead letter never raises
+   (:mod:`pipeline.dlq`);
 2. score it in its task's state, and send any alert to the alerts topic, keyed by subject.
 
 Each task is checkpointed every ``checkpoint_every`` records or ``checkpoint_interval_s``
@@ -99,6 +102,7 @@ class ScorerService:
         self.on_scored: Callable[[int, int], None] | None = None
         self._next_state_export = 0.0
         self.health = ConsumerHealth(ready_max_lag)
+        self._failures_logged: set[str] = set()  # exception types logged with a traceback
         self._prepared: tuple[CheckpointStore, Callable[[str], bool] | None] | None = None
 
     def alive(self) -> tuple[bool, str]:
@@ -246,7 +250,7 @@ class ScorerService:
                 dlq.write_error(msg.value or b"", exc, source)
                 alerts = []
             except Exception as exc:  # a bug must not stop the service: keep the record
-                log.exception("scoring failed at %s", source)
+                self._log_failure(exc, source)
                 dlq.write(msg.value or b"", "processing_error", repr(exc), source)
                 alerts = []
             task.advance(tp.topic, msg.offset)
@@ -258,6 +262,18 @@ class ScorerService:
                 ALERTS.labels(type=alert.type, severity=alert.severity).inc()
                 EVENT_TO_ALERT.observe(max(time.time() - msg.timestamp / 1000, 0.0))
                 self.stats.alerts_by_type[alert.type] += 1
+
+    def _log_failure(self, exc: Exception, source: dict[str, Any]) -> None:
+        """A record whose scoring raised: the first failure of each exception type is logged
+        with its traceback, later ones in one line, so a bug that fails every record does not
+        bury the log (each such record is dead-lettered all the same)."""
+        kind = type(exc).__name__
+        if kind in self._failures_logged:
+            log.error("scoring failed at %s: %s: %s (traceback logged at its first failure)",
+                      source, kind, exc)
+            return
+        self._failures_logged.add(kind)
+        log.exception("scoring failed at %s", source)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

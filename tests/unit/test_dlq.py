@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import pytest
+from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.future import Future
 from prometheus_client import REGISTRY
@@ -22,6 +24,7 @@ from pipeline.dlq import (
     decode_letter,
 )
 from pipeline.errors import RecordError
+from pipeline.settings import Settings
 
 SOURCE = {"topic": "chain.transactions", "partition": 2, "offset": 1041}
 KAFKA_MAX_REQUEST = 1_048_576  # kafka-python's default max_request_size
@@ -158,3 +161,67 @@ def test_letters_of_the_older_format_still_decode() -> None:
     assert letter["original"] == b"abc" and letter["original_truncated"] is False
     assert letter["original_size"] == 3
     assert letter["original_sha256"] == hashlib.sha256(b"abc").hexdigest()
+
+
+# -- the scorer's message loop (Kafka-free: fakes for the task, messages and producer) ------
+
+
+@dataclass
+class _Message:
+    value: bytes
+    offset: int
+    timestamp: int = 0
+
+
+class _Task:
+    """A task whose scoring raises, as a bug in a detector would."""
+
+    def __init__(self) -> None:
+        self.advanced: list[int] = []
+        self.scorer = self
+
+    def process(self, record: Any, source: dict[str, Any]) -> list[Any]:
+        raise ValueError("math domain error")
+
+    def advance(self, topic: str, offset: int) -> None:
+        self.advanced.append(offset)
+
+
+def _score(dlq: DeadLetterWriter, messages: list[_Message]) -> _Task:
+    from consumers.scorer import ScorerService
+
+    settings = Settings.load(env={})
+    service = ScorerService(settings)
+    task = _Task()
+    tp = TopicPartition(settings.topics.transactions, 0)
+    service._score_messages(task, tp, messages, Recorder(), dlq)  # type: ignore[arg-type]
+    return task
+
+
+def _valid_transaction(i: int) -> bytes:
+    return orjson.dumps({"type": "transaction", "hash": f"0x{i:064x}", "nonce": 0,
+                         "block_number": i, "block_timestamp": 12 * i, "transaction_index": 0,
+                         "from_address": "0x" + "11" * 20, "to_address": None, "value": "1",
+                         "gas": 21000, "gas_price": "1"})
+
+
+def test_the_scorer_logs_one_traceback_per_kind_of_failure_and_dead_letters_each(
+        caplog: pytest.LogCaptureFixture) -> None:
+    out = Recorder()
+    dlq = DeadLetterWriter(out, "dlq", stage="scorer")
+    with caplog.at_level(logging.ERROR, logger="consumers.scorer"):
+        task = _score(dlq, [_Message(_valid_transaction(i), i) for i in range(5)])
+    assert task.advanced == [0, 1, 2, 3, 4]
+    assert [decode_letter(v)["reason"] for _, v, _ in out.sent] == ["processing_error"] * 5
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and len(caplog.records) == 5
+    assert all("math domain error" in r.getMessage() for r in caplog.records[1:])
+
+
+def test_the_scorer_goes_on_when_no_dead_letter_can_be_written() -> None:
+    dlq = DeadLetterWriter(Refusing(MessageSizeTooLargeError("too large")), "dlq", "scorer")
+    messages = [_Message(b"{" + b"x" * 1_500_000, 0), _Message(b"not json", 1),
+                _Message(_valid_transaction(7), 2)]
+    task = _score(dlq, messages)
+    assert task.advanced == [0, 1, 2]
+    assert (dlq.count, dlq.failures) == (3, 3)
