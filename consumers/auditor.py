@@ -14,7 +14,17 @@ the process died between the commit and the send.
 
 A record that is not an alert or a checkpoint record goes to the dead-letter topic with its
 reason; so does a re-sent record whose bytes differ from the logged one under the same id
-(a *conflict*: the log keeps the first, and a person should look).
+(a *conflict*: the log keeps the first, and a person should look). "First" does not depend
+on the order in which a poll happens to list its partitions: a batch is appended in the
+order its records were produced (their timestamps; ties in topic, partition and offset
+order, and each partition in offset order), so of two copies of one id in one batch the
+one produced first is logged, whichever partition it came from.
+
+Sealing: when a poll finds nothing new, the file changed since it was last sealed and the
+last seal is ``seal_interval_s`` (10 s) old, the auditor seals the file (which reads all of
+it, see :mod:`pipeline.audit.seal`); it seals once more on stop. Each seal yields a *seal
+head*, published to ``chainwatch.audit`` like the others, so that removing the seal from the
+file is caught (:mod:`pipeline.audit.external`).
 
 Health (:mod:`pipeline.health`): the loop beats on every turn and reads the lag of its
 partitions from the fetch high-water mark at most once a second; the auditor is ready once
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import heapq
 import logging
 import os
 import threading
@@ -61,6 +72,7 @@ class AuditStats:
     conflicts: int = 0
     dead_lettered: int = 0
     heads_published: int = 0
+    seals: int = 0
     tree_size: int = 0
     root: str = ""
 
@@ -70,8 +82,10 @@ class AuditorService:
 
     def __init__(self, settings: Settings, stop: threading.Event | None = None, *,
                  poll_timeout_ms: int = 200, max_batch: int = 20_000,
-                 ready_max_lag: int = READY_MAX_LAG) -> None:
+                 ready_max_lag: int = READY_MAX_LAG, seal_interval_s: float = 10.0) -> None:
         self.settings = settings
+        self.seal_interval_s = seal_interval_s
+        self._last_seal = time.monotonic()
         self.stop_event = stop or threading.Event()
         self.poll_timeout_ms = poll_timeout_ms
         self.max_batch = max_batch
@@ -111,9 +125,13 @@ class AuditorService:
                     self.health.observe(consumer)
                     if batch:
                         self._append(batch, audit, producer, dlq)
-                    elif input_finished is not None and input_finished() and \
+                        continue
+                    if time.monotonic() - self._last_seal >= self.seal_interval_s:
+                        self._seal(audit, producer)
+                    if input_finished is not None and input_finished() and \
                             clients.caught_up(consumer):
                         break
+                self._seal(audit, producer)  # before the producer closes: its head goes out
             finally:
                 self.health.close()
                 consumer.close()
@@ -143,40 +161,54 @@ class AuditorService:
 
     def _append(self, batch: dict[TopicPartition, list[Any]], audit: AuditLog,
                 producer: KafkaProducer, dlq: DeadLetterWriter) -> None:
-        sources: dict[str, dict[str, Any]] = {}  # leaf id -> where it came from (conflicts)
-        raw: dict[str, bytes] = {}
+        firsts: dict[str, tuple[bytes, bytes, dict[str, Any]]] = {}  # id -> hash, raw, source
+        conflicts: list[tuple[str, bytes, dict[str, Any]]] = []
+        duplicates = 0
         for tp, messages in batch.items():
-            parse = self._parsers[tp.topic]
             RECORDS_CONSUMED.labels(topic=tp.topic).inc(len(messages))
             self.stats.consumed += len(messages)
-            for msg in messages:
-                value = msg.value or b""
-                source = {"topic": tp.topic, "partition": tp.partition, "offset": msg.offset}
-                try:
-                    leaf: Leaf | None = parse(value)
-                except LeafError as exc:
-                    dlq.write_error(value, exc, source)
-                    leaf = None
-                if leaf is not None:
-                    sources[leaf.id], raw[leaf.id] = source, value
-                audit.write(leaf, (tp.topic, tp.partition, msg.offset + 1))
+        for msg in _produced_order(batch):
+            value = msg.value or b""
+            source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+            try:
+                leaf: Leaf | None = self._parsers[msg.topic](value)
+            except LeafError as exc:
+                dlq.write_error(value, exc, source)
+                leaf = None
+            if leaf is not None and leaf.id in firsts:  # an earlier copy in this batch wins
+                duplicates += 1
+                if firsts[leaf.id][0] != leaf.hash:
+                    conflicts.append((leaf.id, value, source))
+                leaf = None
+            elif leaf is not None:
+                firsts[leaf.id] = (leaf.hash, value, source)
+            audit.write(leaf, (msg.topic, msg.partition, msg.offset + 1))
         started = time.perf_counter()
         result = audit.flush()
         if result is None:
             return
         AUDIT_APPEND.observe(time.perf_counter() - started)
         self.stats.appended += result.appended
-        self.stats.duplicates += len(result.duplicates)
-        for leaf_id in result.conflicts:
+        self.stats.duplicates += len(result.duplicates) + duplicates
+        conflicts[:0] = [(i, firsts[i][1], firsts[i][2]) for i in result.conflicts]
+        for leaf_id, value, source in conflicts:
             log.warning("auditor: %s was logged before with other bytes; the log keeps the "
-                        "first, the new one goes to the dead-letter topic", leaf_id)
-            dlq.write(raw[leaf_id], "audit_conflict", f"{leaf_id} is in the audit log with "
-                      "other bytes", sources[leaf_id])
-        self.stats.conflicts += len(result.conflicts)
+                        "first, this one goes to the dead-letter topic", leaf_id)
+            dlq.write(value, "audit_conflict", f"{leaf_id} is in the audit log with "
+                      "other bytes", source)
+        self.stats.conflicts += len(conflicts)
         self.stats.dead_lettered = dlq.count
         if result.head is not None:
             self._publish(producer, result.head)
         self._export(audit)
+
+    def _seal(self, audit: AuditLog, producer: KafkaProducer) -> None:
+        """Seal the file if it changed since its last seal, and publish the seal head."""
+        self._last_seal = time.monotonic()
+        if audit.needs_seal and audit.seal() is not None and audit.seal_head is not None:
+            self._publish(producer, audit.seal_head)
+            self.stats.seals += 1
+            log.info("auditor: sealed %s at %d leaves", self.store, audit.size)
 
     def _publish(self, producer: KafkaProducer, head: SignedHead) -> None:
         topic = self.settings.topics.audit
@@ -190,6 +222,13 @@ class AuditorService:
         AUDIT_LOG_SIZE.set(audit.size)
         if audit.head is not None:
             AUDIT_HEAD_TIMESTAMP.set(audit.head.timestamp_ms / 1000)
+
+
+def _produced_order(batch: dict[TopicPartition, list[Any]]) -> Iterator[Any]:
+    """The records of a polled batch by produce timestamp, then topic, partition and offset,
+    each partition kept in offset order: one order, however the poll listed them."""
+    runs = [batch[tp] for tp in sorted(batch, key=lambda tp: (tp.topic, tp.partition))]
+    return heapq.merge(*runs, key=lambda m: (m.timestamp, m.topic, m.partition, m.offset))
 
 
 @contextlib.contextmanager
