@@ -65,5 +65,6 @@ def test_the_alerts_the_deployment_promises_exist() -> None:
     text = "\n".join(path.read_text() for path in RULES)
     for expr in ("up{", "chainwatch_consumer_lag", "chainwatch_dlq_records_total",
                  "chainwatch_checkpoint_last_success_timestamp_seconds",
-                 "chainwatch_audit_head_timestamp_seconds", "chainwatch_model_drifts"):
+                 "chainwatch_audit_head_timestamp_seconds", "chainwatch_model_drifts",
+                 "chainwatch_dlq_write_failures_total"):
         assert expr in text, f"no rule on {expr}"
