@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.broker import LocalBroker
 from pipeline.checkpoints import CheckpointStore
+from pipeline.records import ChainRecord
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
 from producers.sink import KafkaSink
@@ -84,7 +85,8 @@ def _produce(settings: Settings, blocks: int, seed: int = 11) -> int:
     count = 0
     with KafkaSink(settings) as sink:
         for block in SyntheticChain(SynthConfig(seed=seed, blocks=blocks)).blocks():
-            for record in (*block.transactions, *block.dex_events):
+            records: list[ChainRecord] = [*block.transactions, *block.dex_events]
+            for record in records:
                 sink.write(record)
                 count += 1
     return count
