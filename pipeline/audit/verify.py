@@ -83,6 +83,10 @@ class VerifyResult:
     """What the log was held to outside itself (:mod:`~pipeline.audit.external`)."""
 
     def __str__(self) -> str:
+        """One line, whatever the problem's text (SQLite quotes schema lines in errors)."""
+        return " ".join(self._text().split())
+
+    def _text(self) -> str:
         if self.ok:
             root = self.root.hex() if self.root else "-"
             sealed = self.note or "every byte of the file matches its seal"

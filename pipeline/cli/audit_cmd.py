@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ one, without the file.
 examples:
   chainwatch audit serve --bootstrap 127.0.0.1:9092            # the auditor service
   chainwatch audit verify --store chainwatch-data/audit.db     # check every leaf and head
+  chainwatch audit verify --bootstrap 127.0.0.1:9092           # ... and against its heads
+  chainwatch audit verify --head saved-head.json               # ... or a head you kept
   chainwatch audit prove 3f2a...e1 > proof.json                # an alert's inclusion proof
   chainwatch audit check-proof proof.json --public-key chainwatch-data/audit.db.key.pub
   chainwatch audit head                                        # the newest signed head
@@ -65,9 +68,20 @@ def add_parser(sub: Any) -> None:
 
     v = cmds.add_parser("verify", help="recompute every leaf, node and head of the log",
                         description="Recompute every leaf hash, stored node and root, check "
-                        "every head's signature and the chain of heads. Prints OK with the "
-                        "size and root, or the first bad entry, and exits 1.")
-    _store_args(v, key=True)
+                        "every head's signature and the chain of heads, and the file seal. "
+                        "Then hold the store to the newest signed head kept outside it: "
+                        "--head, and the newest head on chainwatch.audit when a broker is "
+                        "given (--bootstrap, CHAINWATCH_BOOTSTRAP_SERVERS or --config; 3 s "
+                        "at most). A store shorter than that head is a rollback; a seal head "
+                        "for a file with no seal, a removed seal. Prints one line: OK with "
+                        "the size and root (and whether an external head was checked), or "
+                        "FAILED / UNREADABLE with the first problem, and exits 1.")
+    v.add_argument("--store", metavar="PATH", help=STORE_HELP)
+    v.add_argument("--public-key", metavar="KEY", help=KEY_HELP)
+    v.add_argument("--head", metavar="FILE|HEX", type=_head_arg,
+                   help="a signed head of this log kept elsewhere: the JSON `chainwatch audit "
+                   "head` prints or the auditor publishes (or a file of it), or its hex")
+    add_common(v)
     v.set_defaults(run=run_verify)
 
     pr = cmds.add_parser("prove", help="print an alert's inclusion proof as JSON",
@@ -111,6 +125,24 @@ def _store_args(p: argparse.ArgumentParser, key: bool = False) -> None:
     add_common(p, bootstrap=False)
 
 
+def _head_arg(text: str) -> Any:
+    from pipeline.audit import AuditError
+    from pipeline.audit.external import parse_head
+
+    try:
+        return parse_head(text)
+    except AuditError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _broker_given(args: argparse.Namespace) -> bool:
+    """Was a broker named (a flag, the environment or a settings file), not just defaulted?"""
+    from pipeline.settings import env_var
+
+    return bool(args.bootstrap or os.environ.get(env_var("bootstrap_servers")) or args.config
+                or os.environ.get("CHAINWATCH_CONFIG"))
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args, **{"audit.store": getattr(args, "store", None),
                                   "audit.key": getattr(args, "key", None),
@@ -149,12 +181,50 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from pipeline.audit import verify_store
+    from pipeline.audit import AuditError, AuditKeyError, AuditReader, verify_store
+    from pipeline.audit.external import newest_published_head
+    from pipeline.audit.signing import load_public_key
 
     settings = _settings(args)
-    result = verify_store(settings.audit.store, public_key=_public_key(settings))
+    store = Path(settings.audit.store)
+    _check_store_file(store)
+    try:
+        key = load_public_key(_public_key(settings))
+    except AuditKeyError:
+        try:  # no key: is it an audit store at all? say that first
+            AuditReader.open(store).close()
+        except AuditError as exc:
+            raise AuditError(f"{store} is not a chainwatch audit store ({exc}); check "
+                             "--store / CHAINWATCH_AUDIT_STORE") from None
+        raise
+    heads = [args.head] if args.head else []
+    if _broker_given(args):
+        published, why = newest_published_head(settings, key)
+        if published is not None:
+            heads.append(published)
+        else:
+            print(f"chainwatch audit verify: no head read from {settings.topics.audit}: {why}",
+                  file=sys.stderr)
+    result = verify_store(store, public_key=key, external_heads=heads)
     print(result)
     return 0 if result.ok else 1
+
+
+def _check_store_file(store: Path) -> None:
+    """A one-line error (exit 2) for a file that is not an SQLite file at all (a missing
+    store is UNREADABLE, as verification reports it)."""
+    from pipeline.audit import AuditError
+
+    if not store.is_file():
+        return
+    try:
+        with store.open("rb") as f:
+            header = f.read(16)
+    except OSError as exc:
+        raise AuditError(f"cannot read the audit store {store}: {exc.strerror}") from None
+    if header != b"SQLite format 3\x00":
+        raise AuditError(f"{store} is not a chainwatch audit store (it is not an SQLite "
+                         "database); check --store / CHAINWATCH_AUDIT_STORE")
 
 
 def run_prove(args: argparse.Namespace) -> int:

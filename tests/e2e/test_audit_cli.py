@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
+import sqlite3
 import subprocess
+import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pipeline.audit import AuditReader, Signer
+from pipeline.audit import AuditLog, AuditReader, Signer
 from tests.conftest import CHAINWATCH
 
 pytestmark = pytest.mark.e2e
@@ -105,3 +109,79 @@ def test_head_consistency_and_errors_as_a_user_sees_them(demo: dict[str, Any]) -
     assert missing.returncode == 1 and missing.stdout.startswith("UNREADABLE")
     bad = _cw("audit", "consistency", "-3", cwd=cwd)
     assert bad.returncode == 2 and "(see 'chainwatch audit consistency --help')" in bad.stderr
+
+
+# -- tamper evidence as a user sees it (a small log made here, no demo) ----------------------
+
+@pytest.fixture
+def small(tmp_path: Path) -> tuple[Path, Path]:
+    """A sealed log of 20 leaves in two batches, and the seal head its auditor published."""
+    from tests.unit.test_audit_verify import make_leaf
+
+    with AuditLog.open(tmp_path / "audit.db") as log:
+        log.append([make_leaf(i) for i in range(10)])
+        log.append([make_leaf(i) for i in range(10, 20)])
+    assert log.seal_head is not None
+    (tmp_path / "head.json").write_bytes(log.seal_head.to_json())
+    return tmp_path, tmp_path / "head.json"
+
+
+def _sql(path: Path, *statements: str) -> None:
+    with closing(sqlite3.connect(path)) as conn:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+
+
+def test_verify_against_a_kept_head_catches_a_rollback_and_a_removed_seal(
+        small: tuple[Path, Path]) -> None:
+    cwd, head = small
+    ok = _cw("audit", "verify", "--store", "audit.db", "--head", str(head), cwd=cwd)
+    assert ok.returncode == 0 and "consistent with the external head of 20 leaves" in ok.stdout
+    alone = _cw("audit", "verify", "--store", "audit.db", cwd=cwd)
+    assert alone.returncode == 0 and "no external head to check against" in alone.stdout
+
+    _sql(cwd / "audit.db", "DROP TABLE seal")
+    removed = _cw("audit", "verify", "--store", "audit.db", "--head", str(head), cwd=cwd)
+    assert removed.returncode == 1 and removed.stdout.startswith("FAILED")
+    assert "the file seal was removed" in removed.stdout
+    _sql(cwd / "audit.db", "DELETE FROM leaves WHERE idx >= 10",
+         "DELETE FROM id_keys WHERE idx >= 10", "DELETE FROM nodes WHERE ((idx + 1) << level) > 10",
+         "DELETE FROM heads WHERE size > 10")
+    rolled = _cw("audit", "verify", "--store", "audit.db", "--head", head.read_text(), cwd=cwd)
+    assert rolled.returncode == 1
+    assert "rollback: store has 10 leaves, head signed for 20" in rolled.stdout
+    assert len(rolled.stdout.strip().splitlines()) == 1 and not rolled.stderr
+
+
+def test_verify_says_so_in_a_few_seconds_when_no_broker_answers(
+        small: tuple[Path, Path]) -> None:
+    cwd, _ = small
+    started = time.monotonic()
+    done = _cw("audit", "verify", "--store", "audit.db", "--bootstrap", "127.0.0.1:9", cwd=cwd)
+    assert time.monotonic() - started < 20
+    assert done.returncode == 0 and "no external head to check against" in done.stdout
+    assert "no head read from chainwatch.audit" in done.stderr
+
+
+def test_a_damaged_or_foreign_store_is_one_line_never_a_traceback(
+        small: tuple[Path, Path]) -> None:
+    cwd, _ = small
+    (cwd / "garbage.bin").write_bytes(random.Random(4).randbytes(5000))
+    garbage = _cw("audit", "verify", "--store", "garbage.bin", cwd=cwd)
+    assert garbage.returncode == 2 and garbage.stdout == ""
+    assert "garbage.bin is not a chainwatch audit store" in garbage.stderr
+    assert len(garbage.stderr.strip().splitlines()) == 1
+
+    original = (cwd / "audit.db").read_bytes()
+    rng = random.Random(343)
+    for i, at in enumerate(rng.sample(range(100, 4096), 60)):  # page 1: the schema
+        blob = bytearray(original)
+        blob[at] ^= 1 << rng.randrange(8)
+        (cwd / f"flip-{i}.db").write_bytes(bytes(blob))
+        done = _cw("audit", "verify", "--store", f"flip-{i}.db", "--public-key",
+                   "audit.db.key.pub", cwd=cwd)
+        assert "Traceback" not in done.stderr, (at, done.stderr)
+        assert done.returncode == 1 and done.stdout.startswith(("FAILED", "UNREADABLE")), \
+            (at, done.stdout, done.stderr)
+        assert len(done.stdout.strip().splitlines()) == 1
