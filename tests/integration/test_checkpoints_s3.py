@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from pipeline.broker.s3 import S3_BUCKET, S3_REGION, S3Server
-from pipeline.checkpoints import CheckpointRef, CheckpointStore
+from pipeline.checkpoints import CheckpointKey, CheckpointRef, CheckpointStore
 from pipeline.errors import CheckpointError
 
 pytestmark = pytest.mark.integration
@@ -41,11 +42,12 @@ def _raw_fs(server: S3Server, **options: bool) -> pafs.S3FileSystem:
                              scheme="http", region=S3_REGION, **options)
 
 
-def _store(server: S3Server, uri: str, secret: str | None = None) -> CheckpointStore:
+def _store(server: S3Server, uri: str, secret: str | None = None,
+           key: CheckpointKey | None = None) -> CheckpointStore:
     return CheckpointStore.from_uri(
         uri, s3_endpoint=server.endpoint, s3_region=S3_REGION,
         s3_access_key=server.credentials["AWS_ACCESS_KEY_ID"],
-        s3_secret_key=secret or server.credentials["AWS_SECRET_ACCESS_KEY"])
+        s3_secret_key=secret or server.credentials["AWS_SECRET_ACCESS_KEY"], key=key)
 
 
 @pytest.fixture(params=[S3_BUCKET, BUCKET])
@@ -123,3 +125,30 @@ def test_missing_bucket_and_wrong_key_are_clear_errors(s3_server: S3Server) -> N
         wrong.save(GROUP, TASK, b"s")
     assert "not-the-key" not in str(info.value)
     assert "not-the-key" not in repr(wrong)
+
+
+def test_a_keyed_store_on_s3_refuses_an_object_forged_without_the_key(
+        store: CheckpointStore, s3_server: S3Server) -> None:
+    key = CheckpointKey.generate()
+    keyed = _store(s3_server, store.uri, key=key).open()
+    good = keyed.save(GROUP, TASK, b"good" * 100)
+    forged = store.save(GROUP, TASK, b"evil" * 100)  # write access and the layout, no key
+    assert keyed.list(GROUP, TASK) == [good, forged]
+    with pytest.raises(CheckpointError, match="no authentication tag"):
+        keyed.load(forged)
+    assert keyed.load_newest_good(GROUP, TASK) == (good, b"good" * 100)
+    other = _store(s3_server, store.uri, key=CheckpointKey.generate())
+    with pytest.raises(CheckpointError, match="tag does not verify"):
+        other.load(good)
+
+
+def test_an_unreachable_endpoint_is_one_error_at_open() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    started = time.monotonic()
+    with pytest.raises(CheckpointError) as info:
+        CheckpointStore.from_uri("s3://bucket/x", s3_endpoint=endpoint, s3_access_key="a",
+                                 s3_secret_key="b").open()
+    assert time.monotonic() - started < 30
+    assert endpoint in str(info.value) and "\n" not in str(info.value)
