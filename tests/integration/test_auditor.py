@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -15,8 +19,9 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from consumers.auditor import AuditorService
 from consumers.scorer import ScorerService
-from pipeline.alerts import Alert
 from pipeline.audit import AuditReader, SignedHead, verify_head, verify_store
+from pipeline.audit.external import newest_published_head
+from pipeline.audit.signing import load_public_key
 from pipeline.audit.trust import CheckpointTrust
 from pipeline.checkpoints import CheckpointStore
 from pipeline.dlq import decode_letter
@@ -25,6 +30,7 @@ from pipeline.topics import ensure_topics
 from producers.sink import KafkaSink
 from producers.synth import SynthConfig, SyntheticChain
 from tests.conftest import CHAINWATCH, cli_env, consume_all
+from tests.helpers import send_alerts
 
 pytestmark = pytest.mark.integration
 
@@ -36,23 +42,6 @@ def audited(settings: Settings, tmp_path: Path) -> Settings:
     return run
 
 
-def _alert(i: int) -> Alert:
-    return Alert.build(type="rug_pull", severity="high", score=0.9, subject=f"0x{i:040x}",
-                       detector="liquidity_drain", model_version="1", evidence={"drop": 0.95},
-                       source={"topic": "chain.dex", "partition": i % 4, "offset": i,
-                               "item_ids": [f"log_{i}"]}, event_time=i, detected_at=i)
-
-
-def _send_alerts(settings: Settings, ids: range,
-                 producer_factory: Callable[..., KafkaProducer]) -> list[Alert]:
-    producer = producer_factory()
-    alerts = [_alert(i) for i in ids]
-    for a in alerts:
-        producer.send(settings.topics.alerts, value=a.to_json(), key=a.subject.encode())
-    producer.flush()
-    return alerts
-
-
 def _public_key(settings: Settings) -> Path:
     return Path(settings.audit.store + ".key.pub")
 
@@ -60,8 +49,8 @@ def _public_key(settings: Settings) -> Path:
 def test_auditor_appends_each_record_once_and_publishes_signed_heads(
         audited: Settings, tmp_path: Path, producer_factory: Callable[..., KafkaProducer],
         consumer_factory: Callable[..., KafkaConsumer]) -> None:
-    alerts = _send_alerts(audited, range(40), producer_factory)
-    _send_alerts(audited, range(30, 40), producer_factory)  # re-sent after a scorer restart
+    alerts = send_alerts(audited, range(40), producer_factory)
+    send_alerts(audited, range(30, 40), producer_factory)  # re-sent after a scorer restart
     with CheckpointStore.from_uri(str(tmp_path / "ckpt")) as store:
         refs = [store.save("g", f"p{p:04d}", b"state %d" % p, {"partition": p})
                 for p in range(3)]
@@ -87,7 +76,7 @@ def test_auditor_appends_each_record_once_and_publishes_signed_heads(
     assert all(verify_head(_public_key(audited), h) for h in heads)
 
     # a second run resumes from the offsets in the log: nothing re-read, nothing twice
-    more = _send_alerts(audited, range(40, 45), producer_factory)
+    more = send_alerts(audited, range(40, 45), producer_factory)
     again = AuditorService(audited).run(input_finished=lambda: True)
     assert (again.consumed, again.appended, again.duplicates, again.tree_size) == (5, 5, 0, 48)
     with AuditReader.open(audited.audit.store) as reader:
@@ -96,7 +85,7 @@ def test_auditor_appends_each_record_once_and_publishes_signed_heads(
 
 def test_a_killed_auditor_restarts_where_the_log_ends(
         audited: Settings, producer_factory: Callable[..., KafkaProducer]) -> None:
-    alerts = _send_alerts(audited, range(30_000), producer_factory)
+    alerts = send_alerts(audited, range(30_000), producer_factory)
     env = cli_env(audited) | {"CHAINWATCH_AUDIT_STORE": audited.audit.store}
     serve = subprocess.Popen([CHAINWATCH, "audit", "serve"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -115,7 +104,7 @@ def test_a_killed_auditor_restarts_where_the_log_ends(
     finally:
         serve.wait(timeout=30)
     assert size > 0, "the auditor appended nothing within a minute"
-    alerts += _send_alerts(audited, range(30_000, 31_000), producer_factory)
+    alerts += send_alerts(audited, range(30_000, 31_000), producer_factory)
 
     done = subprocess.run([CHAINWATCH, "audit", "serve", "--until-caught-up", "--json"],
                           env=env, capture_output=True, text=True, timeout=300, check=True)
@@ -160,3 +149,41 @@ def test_a_scorer_restores_only_checkpoints_the_log_holds(audited: Settings,
         found = store.load_newest_good(audited.consumer_group, task, trusted=trust)
     assert found is not None and found[0] == newest and forged.seq == newest.seq + 1
     assert not trust(forged.sha256) and "not in the audit log" in trust.last_reason
+
+
+def test_a_running_auditor_seals_the_file_when_idle_and_publishes_the_seal_head(
+        audited: Settings, tmp_path: Path,
+        producer_factory: Callable[..., KafkaProducer]) -> None:
+    send_alerts(audited, range(12), producer_factory)
+    stop = threading.Event()
+    service = AuditorService(audited, stop, seal_interval_s=0.5)
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    store = Path(audited.audit.store)
+    try:
+        deadline, result = time.monotonic() + 60, None
+        while time.monotonic() < deadline and not (result and result.sealed
+                                                   and result.size == 12):
+            time.sleep(0.3)
+            if _public_key(audited).is_file():
+                result = verify_store(store, public_key=_public_key(audited))
+        assert result is not None and result.ok and result.sealed and result.size == 12, result
+        assert thread.is_alive() and service.stats.seals >= 1  # sealed while running
+        published, why = newest_published_head(audited, load_public_key(_public_key(audited)))
+        assert published is not None and published.size == 12, why
+        copy = tmp_path / "copy.db"
+        shutil.copy(store, copy)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+    with closing(sqlite3.connect(copy)) as conn:
+        conn.execute("DROP TABLE seal")
+        conn.commit()
+    removed = verify_store(copy, public_key=_public_key(audited), external_heads=[published])
+    assert not removed.ok and "the file seal was removed" in str(removed), removed
+    done = subprocess.run([CHAINWATCH, "audit", "verify", "--store", str(store)],
+                          env=cli_env(audited), capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "consistent with the external head of 12 leaves" in done.stdout

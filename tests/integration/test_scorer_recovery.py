@@ -12,68 +12,25 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 from kafka import KafkaConsumer
 
-from pipeline.alerts import Alert
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
-from producers.campaigns import CAMPAIGN_TYPES
-from producers.sink import KafkaSink
-from producers.synth import SynthConfig, SyntheticChain
-from tests.conftest import CHAINWATCH, cli_env, unique
+from tests.helpers import (
+    AlertDiff,
+    checkpoint_files,
+    produce_chain,
+    read_alerts,
+    scorer_run,
+    sigkill,
+    start_scorer,
+)
 
 pytestmark = pytest.mark.integration
 
 BLOCKS = 1500
-
-
-def _produce(settings: Settings, seed: int, blocks: range) -> int:
-    chain = SyntheticChain(SynthConfig(seed=seed, blocks=blocks.stop,
-                                       campaigns=dict.fromkeys(CAMPAIGN_TYPES, 4.0)))
-    count = 0
-    with KafkaSink(settings) as sink:
-        for i, block in enumerate(chain.blocks()):
-            if i in blocks:
-                for record in [*block.transactions, *block.dex_events]:
-                    sink.write(record)
-                    count += 1
-    return count
-
-
-def _run(settings: Settings, tmp: Path, name: str) -> Settings:
-    """Settings for one scorer run: own group, checkpoints and alerts topic."""
-    run = settings.replace(consumer_group=unique(f"g-{name}"),
-                           checkpoint_uri=str(tmp / f"ckpt-{name}"),
-                           topics__alerts=unique(f"alerts-{name}"))
-    ensure_topics(run)
-    return run
-
-
-def _score(settings: Settings, *extra: str, log: IO[str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [CHAINWATCH, "score", "--checkpoint-every", "2000", "--checkpoint-interval", "0.5",
-         "--json", "--log-level", "INFO", *extra], env=cli_env(settings),
-        stdout=subprocess.PIPE, stderr=log or subprocess.DEVNULL, text=True)
-
-
-def _alerts(consumer: KafkaConsumer) -> dict[str, set[bytes]]:
-    """alert id → the distinct encodings seen (one, if re-sent alerts are byte-identical)."""
-    seen: dict[str, set[bytes]] = {}
-    quiet = 0
-    while quiet < 6:
-        batch = consumer.poll(timeout_ms=500)
-        quiet = 0 if batch else quiet + 1
-        for messages in batch.values():
-            for m in messages:
-                seen.setdefault(Alert.from_json(m.value).alert_id, set()).add(m.value)
-    return seen
-
-
-def _checkpoints(run: Settings) -> list[Path]:
-    return sorted(Path(run.checkpoint_uri).rglob("*.ckpt"))
 
 
 @pytest.fixture
@@ -81,13 +38,13 @@ def scored_input(settings: Settings, tmp_path: Path,
                  consumer_factory: Callable[..., KafkaConsumer]) -> Iterator[dict[str, set[bytes]]]:
     """The input topics filled, and the alerts of an uninterrupted run over them."""
     ensure_topics(settings)
-    _produce(settings, seed=77, blocks=range(BLOCKS))
-    baseline = _run(settings, tmp_path, "baseline")
-    proc = _score(baseline, "--until-caught-up")
+    produce_chain(settings, seed=77, blocks=range(BLOCKS))
+    baseline = scorer_run(settings, tmp_path, "baseline")
+    proc = start_scorer(baseline, "--until-caught-up")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0
     assert json.loads(out)["alerts_by_type"]
-    alerts = _alerts(consumer_factory(baseline.topics.alerts))
+    alerts = read_alerts(consumer_factory(baseline.topics.alerts))
     assert len(alerts) >= 5
     yield alerts
 
@@ -96,40 +53,35 @@ def scored_input(settings: Settings, tmp_path: Path,
 def test_sigkill_and_restart_emit_the_same_alerts(
         settings: Settings, tmp_path: Path, scored_input: dict[str, set[bytes]],
         consumer_factory: Callable[..., KafkaConsumer], kill_after_checkpoints: int) -> None:
-    run = _run(settings, tmp_path, "killed")
-    proc = _score(run)
+    run = scorer_run(settings, tmp_path, "killed")
+    proc = start_scorer(run)
     deadline = time.monotonic() + 120
-    while len(_checkpoints(run)) < kill_after_checkpoints and time.monotonic() < deadline:
+    while len(checkpoint_files(run)) < kill_after_checkpoints and time.monotonic() < deadline:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+    sigkill(proc)
 
-    restarted = _score(run, "--until-caught-up")
+    restarted = start_scorer(run, "--until-caught-up")
     restarted.communicate(timeout=300)
     assert restarted.returncode == 0
-    alerts = _alerts(consumer_factory(run.topics.alerts))
-    assert set(alerts) == set(scored_input)  # nothing lost, nothing extra
-    for alert_id, encodings in alerts.items():  # re-sent alerts are byte-identical
-        assert encodings == scored_input[alert_id]
+    alerts = read_alerts(consumer_factory(run.topics.alerts))
+    diff = AlertDiff.of(alerts, scored_input)  # re-sent alerts must be byte-identical
+    assert diff.clean, diff  # nothing lost, nothing extra
 
 
 def test_two_scorers_split_partitions_and_one_takes_over(
         settings: Settings, tmp_path: Path, scored_input: dict[str, set[bytes]],
         consumer_factory: Callable[..., KafkaConsumer]) -> None:
     assert settings.partitions.transactions == 4
-    run = _run(settings, tmp_path, "pair")
+    run = scorer_run(settings, tmp_path, "pair")
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     with logs[0].open("w") as log_a, logs[1].open("w") as log_b:
-        _split_and_take_over(run, logs, _score(run, log=log_a), _score(run, log=log_b))
+        _split_and_take_over(run, logs, start_scorer(run, log=log_a), start_scorer(run, log=log_b))
 
-    finisher = _score(run, "--until-caught-up")  # whatever was left, from the checkpoints
+    finisher = start_scorer(run, "--until-caught-up")  # whatever was left, from the checkpoints
     finisher.communicate(timeout=300)
     assert finisher.returncode == 0
-    alerts = _alerts(consumer_factory(run.topics.alerts))
-    assert set(alerts) == set(scored_input)
-    for alert_id, encodings in alerts.items():
-        assert encodings == scored_input[alert_id]
+    diff = AlertDiff.of(read_alerts(consumer_factory(run.topics.alerts)), scored_input)
+    assert diff.clean, diff
 
 
 def _split_and_take_over(run: Settings, logs: list[Path], first: subprocess.Popen[str],
