@@ -116,7 +116,8 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
     scored = threading.Event()
     with LocalBroker() as broker, tempfile.TemporaryDirectory(prefix="chainwatch-") as tmp:
         settings = settings.replace(bootstrap_servers=broker.bootstrap,
-                                    checkpoint_uri=str(Path(tmp) / "checkpoints"))
+                                    checkpoint_uri=str(Path(tmp) / "checkpoints"),
+                                    checkpoint_key_file=str(Path(tmp) / "checkpoint.key"))
         ensure_topics(settings)
         producer = _Producer(settings, chain, stop)
         # one member in the group: a short session makes the join take ~1 s, not ~5 s

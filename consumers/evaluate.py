@@ -94,6 +94,7 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
     with _broker(bootstrap) as address, tempfile.TemporaryDirectory(prefix="cw-eval-") as tmp:
         settings = settings.replace(bootstrap_servers=address,
                                     checkpoint_uri=str(Path(tmp) / "checkpoints"),
+                                    checkpoint_key_file=str(Path(tmp) / "checkpoint.key"),
                                     consumer_group=f"chainwatch-evaluate-{time.time_ns()}")
         ensure_topics(settings)
         started = time.monotonic()

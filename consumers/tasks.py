@@ -200,7 +200,7 @@ class TaskManager:
         if reason := self.binding.mismatch(ref.meta.get("binding")):
             raise CheckpointMismatch(
                 f"checkpoint {ref.uri} is from another run: {reason}; restoring it would skip "
-                f"or repeat records, so nothing was read. Use another --checkpoints folder or "
+                f"or repeat records, so nothing was scored. Use another --checkpoints folder or "
                 f"--group, or delete the folder of group {self.group} in the store to start "
                 "afresh")
         CHECKPOINT_LAST_SUCCESS.labels(task=ref.task).set(ref.created_at / 1000)

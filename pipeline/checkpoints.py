@@ -99,7 +99,8 @@ _REF_TYPES: dict[str, type] = {"uri": str, "group": str, "task": str, "seq": int
 
 
 class _Refused(CheckpointError):
-    """This checkpoint is bad (corrupt, untrusted, misplaced or gone); an older one may do."""
+    """This checkpoint is bad (corrupt, unauthenticated, untrusted, of another format version,
+    misplaced or gone); an older one may do."""
 
 
 class CheckpointKey:
