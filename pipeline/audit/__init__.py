@@ -18,7 +18,9 @@ The parts, each a small module:
   (:mod:`~pipeline.audit.reader`); the layout is in :mod:`~pipeline.audit.schema`, and
   leaves are found by id through an in-memory index (:mod:`~pipeline.audit.ids`);
 * :func:`verify_store` checks a whole file, leaf by leaf and head by head, and names the
-  first bad entry (:mod:`~pipeline.audit.verify`);
+  first bad entry (:mod:`~pipeline.audit.verify`); the file seal makes every byte of it
+  count (:mod:`~pipeline.audit.seal`), and heads kept outside the file catch a rollback or
+  a removed seal (:mod:`~pipeline.audit.external`);
 * :class:`Signer` holds the private key, :func:`load_public_key` reads public keys
   (:mod:`~pipeline.audit.signing`);
 * errors derive from :class:`AuditError` (:mod:`~pipeline.audit.errors`); verification

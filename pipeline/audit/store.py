@@ -16,8 +16,8 @@ The tree is kept incrementally (:class:`~pipeline.audit.merkle.CompactRange`): a
 costs about two hashes per leaf, one root of O(log n) hashes and one signature.
 
 The log is a sink like the others: ``write`` buffers, ``flush`` appends what was buffered
-as one batch, ``close`` flushes. Everything an :class:`~pipeline.audit.reader.AuditReader`
-reads, a writer reads too.
+as one batch, ``close`` flushes and seals (:meth:`AuditLog.seal`). Everything an
+:class:`~pipeline.audit.reader.AuditReader` reads, a writer reads too.
 
 >>> import tempfile
 >>> from pipeline.audit.proofs import verify_inclusion

@@ -14,15 +14,31 @@ it but what it can recompute. It checks, in leaf order, and stops at the first p
 5. each signed head, when the rebuilt tree reaches its size: well formed, signed by the
    given public key, linked to the previous head's hash, not older than it, and carrying
    the rebuilt root; sizes only grow, the last head covers every leaf, and no head claims
-   more leaves than there are.
+   more leaves than there are;
+6. the heads kept outside the file (``external_heads``: what the auditor published to
+   ``chainwatch.audit``, or what a person saved), see :mod:`~pipeline.audit.external`:
+   each must be signed by the key; a store with fewer leaves than one of them was rolled
+   back, one whose tree at that size has another root was rewritten, and one at the size of
+   a *seal head* must carry a seal there (else it was removed: step 7 says so);
+7. the file seal (:mod:`~pipeline.audit.seal`): a ``seal`` table without its record, or with
+   one that is neither the placeholder nor a seal, is a removed or damaged seal; a seal for
+   the current size must be signed by the key and match the SHA-256 of every byte of the
+   main file, free space and header included. That digest is checked whatever lies beside
+   the file: a WAL of commits made since the seal leaves the file's bytes as they were
+   sealed (its frames were checked as entries in steps 2 to 5), and a stray one cannot
+   make a changed file pass for one "being written".
 
-6. the file seal (:mod:`~pipeline.audit.seal`), when the file has one for its current
-   size: signed by the key, and every byte of the file, free space and header included,
-   hashes to the digest it signs.
+Why step 6: whoever can write the file can roll all of it back together, to any earlier
+state that verifies, seal included (dropping the ``seal`` table leaves a file that looks
+never sealed). Nothing inside the file can tell, so the result says plainly when no
+external head was given (:data:`~pipeline.audit.external.NO_EXTERNAL_HEAD`).
 
-The result names the first bad entry (leaf index, leaf id, head number) and what differs.
-Only the public key comes from the caller: give it from a trusted place, not from the log.
-It reads one snapshot, so it can check a log while the auditor appends to it.
+The result names the first bad entry (leaf index, leaf id, head number) and what differs,
+and prints on one line. Only the public key comes from the caller: give it from a trusted
+place, not from the log. It reads one snapshot, so it can check a log while the auditor
+appends to it. It never raises for anything in the file: a file SQLite cannot read, or
+that makes it fail mid-way (including errors it words in bytes that are not UTF-8), is
+*unreadable*.
 """
 
 from __future__ import annotations
