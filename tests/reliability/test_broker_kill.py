@@ -1,0 +1,165 @@
+"""SIGKILLs of the durable local broker under a running producer and scorer.
+
+The broker (Tansu over the local S3 server, in a data directory) is killed at seeded moments
+— Tansu alone, or Tansu and its S3 server — and restarted on the same port and directory
+while ``chainwatch produce synth`` and ``chainwatch score`` keep running. At the end every
+record of the seeded chain is in the input topics once and unchanged, and the alerts equal
+those of an uninterrupted run over the same topics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+
+from pipeline import clients, codec
+from pipeline.broker import LocalBroker, free_port
+from pipeline.settings import Settings
+from pipeline.topics import ensure_topics
+from tests.conftest import cli_env, unique
+from tests.helpers import (
+    AlertDiff,
+    chain_records,
+    drain,
+    read_alerts,
+    scorer_run,
+    start_scorer,
+    synth_command,
+)
+from tests.reliability.conftest import Faults, Reaper
+from tests.reliability.procs import finish, tracebacks, wait_for_text
+
+pytestmark = [pytest.mark.reliability, pytest.mark.integration]
+
+BLOCKS = 300
+CAMPAIGNS = 10.0
+
+
+@pytest.fixture
+def durable(tmp_path: Path) -> Iterator[LocalBroker]:
+    broker = LocalBroker(port=free_port(), data_dir=tmp_path / "broker")
+    yield broker.start()
+    broker.stop()
+
+
+def _reader(settings: Settings, topic: str) -> KafkaConsumer:
+    consumer = clients.consumer(settings, group_id=unique("reader"))
+    partitions = consumer.partitions_for_topic(topic) or set()
+    consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+    consumer.seek_to_beginning()
+    return consumer
+
+
+def _topic_values(settings: Settings, topic: str) -> list[bytes]:
+    consumer = _reader(settings, topic)
+    try:
+        return [m.value for m in drain(consumer)]
+    finally:
+        consumer.close()
+
+
+def _kill(broker: LocalBroker, with_s3: bool) -> None:
+    assert broker.pid is not None and broker.s3_pid is not None
+    os.kill(broker.pid, signal.SIGKILL)
+    if with_s3:
+        os.kill(broker.s3_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while broker.is_running() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not broker.is_running()
+
+
+def _wait_caught_up(run: Settings, records: int, scorer: subprocess.Popen[str],
+                    timeout_s: float = 120) -> float:
+    """Seconds until the scorer's group has committed all ``records`` input offsets; it
+    commits with each checkpoint, so this is the scorer's own progress, on the broker as it
+    is after the restarts."""
+    started = time.monotonic()
+    admin = clients.admin(run)
+    try:
+        while time.monotonic() - started < timeout_s:
+            assert scorer.poll() is None, "the scorer died with the broker"
+            try:
+                offsets = admin.list_group_offsets(run.consumer_group)[run.consumer_group]
+            except KafkaError:
+                offsets = {}
+            inputs = (run.topics.transactions, run.topics.dex)
+            if sum(m.offset for tp, m in offsets.items() if tp.topic in inputs) >= records:
+                return time.monotonic() - started
+            time.sleep(0.25)
+    finally:
+        admin.close()
+    raise AssertionError(f"the scorer did not read its input to the end within {timeout_s} s "
+                         "of the stream's end, after the broker restarts")
+
+
+def test_sigkills_of_the_durable_broker_lose_nothing(
+        settings: Settings, tmp_path: Path, durable: LocalBroker, faults: Faults, *,
+        figures: Callable[[str], None], reaper: Reaper) -> None:
+    on_durable = settings.replace(bootstrap_servers=durable.bootstrap)
+    ensure_topics(on_durable)
+    run = scorer_run(on_durable, tmp_path, "through-kills")
+    rng = faults.rng("broker")
+    records = chain_records(faults.seed, range(BLOCKS), CAMPAIGNS)
+    rate = len(records) / (4.0 * faults.kills + 2)  # the stream outlasts the kills
+    stream_log, scorer_log = tmp_path / "synth.log", tmp_path / "scorer.log"
+    with stream_log.open("w") as slog, scorer_log.open("w") as log:
+        stream = reaper(subprocess.Popen(synth_command(faults.seed, BLOCKS, rate, CAMPAIGNS),
+                                         env=cli_env(on_durable), stdout=subprocess.PIPE,
+                                         stderr=slog, text=True))
+        scorer = reaper(start_scorer(run, log=log))
+        assert wait_for_text(scorer_log, "opened", 60, scorer), scorer_log.read_text()
+        kinds = []
+        for _ in range(faults.kills):
+            time.sleep(rng.uniform(0.5, 2.5))
+            kinds.append("tansu+s3" if rng.random() < 0.5 else "tansu")
+            _kill(durable, with_s3=kinds[-1] == "tansu+s3")
+            time.sleep(rng.uniform(0.0, 1.0))  # down for a while
+            durable.start()  # same port, same data directory
+        produced = json.loads(finish(stream, timeout_s=300))
+        reference = scorer_run(on_durable, tmp_path, "reference")
+        uninterrupted = reaper(start_scorer(reference, "--until-caught-up"))
+        caught_up_s = _wait_caught_up(run, len(records), scorer)  # the scorer that lived on
+        scorer.send_signal(signal.SIGTERM)
+        finish(scorer, timeout_s=60)
+    finish(uninterrupted)
+
+    expected = {r.item_id: codec.encode(r) for r in records}
+    stored: Counter[str] = Counter()
+    changed = set()
+    for topic in (on_durable.topics.transactions, on_durable.topics.dex):
+        for value in _topic_values(on_durable, topic):
+            item_id = codec.decode(value).item_id
+            stored[item_id] += 1
+            if expected.get(item_id) != value:
+                changed.add(item_id)
+    expected_alerts = _alerts(reference)
+    alerts = AlertDiff.of(_alerts(run), expected_alerts)
+    lost = set(expected) - set(stored)
+    duplicated = {i for i, n in stored.items() if n > 1}
+    figures(f"kills={faults.kills} ({', '.join(kinds)}) records={len(expected)} "
+            f"produced={produced['produced']} lost={len(lost)} duplicated={len(duplicated)} "
+            f"changed={len(changed)}; alerts={len(expected_alerts)} {alerts.figures()}")
+    figures(f"the scorer read its input to the end {caught_up_s:.1f} s after the stream did")
+    assert produced["produced"] == len(expected) and len(expected_alerts) >= 3
+    assert not lost and not duplicated and not changed
+    assert alerts.clean, alerts
+    assert not tracebacks(stream_log, scorer_log)
+
+
+def _alerts(run: Settings) -> dict[str, set[bytes]]:
+    consumer = _reader(run, run.topics.alerts)
+    try:
+        return read_alerts(consumer)
+    finally:
+        consumer.close()
