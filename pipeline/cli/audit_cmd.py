@@ -187,11 +187,11 @@ def run_verify(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     store = Path(settings.audit.store)
-    _check_store_file(store)
     try:
         key = load_public_key(_public_key(settings))
-    except AuditKeyError:
-        try:  # no key: is it an audit store at all? say that first
+    except AuditKeyError:  # no key beside it: is it an audit store at all? say that first
+        _check_store_file(store)
+        try:
             AuditReader.open(store).close()
         except AuditError as exc:
             raise AuditError(f"{store} is not a chainwatch audit store ({exc}); check "
@@ -211,12 +211,12 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def _check_store_file(store: Path) -> None:
-    """A one-line error (exit 2) for a file that is not an SQLite file at all (a missing
-    store is UNREADABLE, as verification reports it)."""
+    """A one-line error (exit 2) for a file that is not an SQLite file at all, when there is
+    no key to verify it with (with one, verification reports it UNREADABLE)."""
     from pipeline.audit import AuditError
 
     if not store.is_file():
-        return
+        raise AuditError(f"no audit store at {store}; check --store / CHAINWATCH_AUDIT_STORE")
     try:
         with store.open("rb") as f:
             header = f.read(16)
