@@ -1,14 +1,27 @@
-"""Kafka clients built from :class:`~pipeline.settings.Settings`, and only from it."""
+"""Kafka clients built from :class:`~pipeline.settings.Settings`, and only from it.
+
+Every constructor runs under a wall-clock bound: kafka-python bounds its bootstrap
+(``bootstrap_timeout_ms``) between connection attempts but not inside one, and a TLS
+handshake against a plaintext listener (``security.protocol`` SSL or SASL_SSL, a PLAINTEXT
+port) waits for the server's answer forever. Past the bound the caller gets a
+:class:`~pipeline.errors.BrokerError` saying what to check, instead of a hang.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from pipeline.errors import BrokerError
 from pipeline.settings import Settings
+
+CONSTRUCT_GRACE_S = 5.0  # beyond bootstrap_timeout_ms: the version probe, the first metadata
+
+_Client = TypeVar("_Client", KafkaAdminClient, KafkaProducer, KafkaConsumer)
 
 
 def _unreachable(settings: Settings, exc: Exception) -> BrokerError:
@@ -18,26 +31,70 @@ def _unreachable(settings: Settings, exc: Exception) -> BrokerError:
     )
 
 
-def admin(settings: Settings) -> KafkaAdminClient:
-    try:
-        return KafkaAdminClient(**settings.admin_config())
-    except KafkaError as exc:
+def _no_answer(settings: Settings, bound_s: float) -> BrokerError:
+    protocol = settings.security.protocol
+    return BrokerError(
+        f"no answer from Kafka at {settings.bootstrap_servers} within {bound_s:.0f} s with "
+        f"security protocol {protocol}; check that the listener there speaks {protocol} (a "
+        "PLAINTEXT listener never answers a TLS handshake), or change --bootstrap / "
+        "CHAINWATCH_BOOTSTRAP_SERVERS / CHAINWATCH_SECURITY_PROTOCOL"
+    )
+
+
+def _construct(settings: Settings, config: dict[str, Any],
+               build: Callable[[], _Client]) -> _Client:
+    """``build()`` in a daemon thread, waited for at most the bootstrap timeout plus a grace.
+
+    A constructor still running at the deadline is abandoned; should it finish later, its
+    client is closed.
+    """
+    bound_s = config.get("bootstrap_timeout_ms", 10_000) / 1000 + CONSTRUCT_GRACE_S
+    result: list[_Client] = []
+    failure: list[BaseException] = []
+    lock = threading.Lock()
+    abandoned = threading.Event()
+
+    def run() -> None:
+        try:
+            client = build()
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+            return
+        with lock:
+            if abandoned.is_set():
+                client.close()
+            else:
+                result.append(client)
+
+    thread = threading.Thread(target=run, name="chainwatch-kafka-connect", daemon=True)
+    thread.start()
+    thread.join(bound_s)
+    with lock:
+        if result:
+            return result[0]
+        if not failure:
+            abandoned.set()
+            raise _no_answer(settings, bound_s)
+    exc = failure[0]
+    if isinstance(exc, KafkaError):
         raise _unreachable(settings, exc) from exc
+    raise exc
+
+
+def admin(settings: Settings) -> KafkaAdminClient:
+    config = settings.admin_config()
+    return _construct(settings, config, lambda: KafkaAdminClient(**config))
 
 
 def producer(settings: Settings, **overrides: Any) -> KafkaProducer:
-    try:
-        return KafkaProducer(**settings.producer_config(**overrides))
-    except KafkaError as exc:
-        raise _unreachable(settings, exc) from exc
+    config = settings.producer_config(**overrides)
+    return _construct(settings, config, lambda: KafkaProducer(**config))
 
 
 def consumer(settings: Settings, *topics: str, group_id: str | None = None,
              **overrides: Any) -> KafkaConsumer:
-    try:
-        return KafkaConsumer(*topics, **settings.consumer_config(group_id, **overrides))
-    except KafkaError as exc:
-        raise _unreachable(settings, exc) from exc
+    config = settings.consumer_config(group_id, **overrides)
+    return _construct(settings, config, lambda: KafkaConsumer(*topics, **config))
 
 
 def caught_up(consumer: KafkaConsumer) -> bool:
