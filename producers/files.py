@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from pipeline.errors import SourceError
 
 BATCH_ROWS = 8192
+JSONL_SAMPLE_LINES = 100  # lines whose keys are a JSONL file's columns
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
             ".parquet": "parquet", ".pq": "parquet"}
 
@@ -66,6 +67,63 @@ def source_files(path: Path) -> list[Path]:
     if not files:
         raise SourceError(f"{path} holds no .csv, .jsonl or .parquet files")
     return files
+
+
+def columns(path: Path) -> frozenset[str] | None:
+    """The columns of one file: the CSV header, the Parquet schema, the keys of the first
+    JSON lines; ``None`` for an empty file. A file that is not of its suffix's kind at all
+    raises SourceError, before any row is read."""
+    kind = SUFFIXES[path.suffix.lower()]
+    try:
+        if kind == "parquet":
+            try:
+                return frozenset(pq.ParquetFile(path).schema_arrow.names)
+            except pa.ArrowException as exc:
+                raise SourceError(f"cannot read {path}: not a Parquet file ({exc}); check the "
+                                  "path") from None
+        with path.open("rb") as fh:
+            head = fh.readline(1 << 20) if kind == "csv" else b""
+            sample = [] if kind == "csv" else [
+                line for line in (fh.readline(1 << 20) for _ in range(JSONL_SAMPLE_LINES))
+                if line.strip()]
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc}") from None
+    if kind == "csv":
+        return _csv_header(path, head)
+    return _jsonl_keys(path, sample)
+
+
+def _csv_header(path: Path, head: bytes) -> frozenset[str] | None:
+    if not head.strip():
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SourceError(f"{path}: not a CSV file (its first line is not UTF-8 text); check "
+                          "the path") from None
+    if "\0" in text:
+        raise SourceError(f"{path}: not a CSV file (its first line holds NUL bytes); check "
+                          "the path")
+    return frozenset(next(csv.reader([text.rstrip("\r\n")]), []))
+
+
+def _jsonl_keys(path: Path, sample: list[bytes]) -> frozenset[str] | None:
+    if not sample:
+        return None
+    keys: set[str] = set()
+    parsed = 0
+    for line in sample:
+        try:
+            values = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(values, dict):
+            parsed += 1
+            keys.update(values)
+    if not parsed:
+        raise SourceError(f"{path}: not a JSON lines file (none of its first {len(sample)} "
+                          "lines is a JSON object); check the path")
+    return frozenset(keys)
 
 
 def count_rows(files: list[Path]) -> int:

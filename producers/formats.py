@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import RecordError, SourceError
 from pipeline.records import ZERO_ADDRESS, ChainRecord, DexEvent, Label, TokenTransfer, Transaction
-from producers.files import Row, source_files
+from producers.files import SUFFIXES, Row, columns, source_files
 
 # keccak-256 of the Uniswap-V2 pair event signatures (topic 0)
 SYNC = "0x1c411e9a96e071241c2f21f7726b17ae89e3cab4c78be50e062b03a9fffbbad1"
@@ -44,6 +44,9 @@ UNISWAP_FIRST_TIMESTAMP = 1_630_713_600  # 2021-09-04T00:00:00Z
 UNISWAP_BLOCK_TIME_S = 13.2
 
 
+KIND_NAMES = {"csv": "a CSV", "jsonl": "a JSON lines file", "parquet": "a Parquet file"}
+
+
 @dataclass
 class Mapped:
     records: list[ChainRecord]
@@ -53,9 +56,25 @@ class Mapped:
 class Format:
     name = ""
     summary = ""
+    columns: tuple[str, ...] = ()  # a file without one of these is not of this format
 
     def files(self, path: Path) -> list[Path]:
-        return source_files(path)
+        """The source's files, each checked to have this format's columns (header or
+        schema only; bad rows in a good file go to the dead-letter topic later)."""
+        files = source_files(path)
+        for file in files:
+            self.check_columns(file)
+        return files
+
+    def check_columns(self, path: Path) -> None:
+        found = columns(path)
+        if found is None:  # an empty file: no rows to check
+            return
+        missing = [name for name in self.columns if name not in found]
+        if missing:
+            kind = KIND_NAMES[SUFFIXES[path.suffix.lower()]]
+            raise SourceError(f"{path}: not {kind} of {self.summary}: missing columns "
+                              f"{', '.join(missing)}; check --format")
 
     def map(self, row: Row) -> Mapped | None:
         raise NotImplementedError
@@ -63,6 +82,8 @@ class Format:
 
 class Transactions(Format):
     name, summary = "transactions", "ethereum-etl / BigQuery transactions"
+    columns = ("hash", "nonce", "block_number", "block_timestamp", "transaction_index",
+               "from_address", "value", "gas", "gas_price")
 
     def map(self, row: Row) -> Mapped:
         return Mapped([Transaction.from_dict(row.values)])
@@ -70,6 +91,8 @@ class Transactions(Format):
 
 class TokenTransfers(Format):
     name, summary = "token-transfers", "ethereum-etl / BigQuery token_transfers"
+    columns = ("token_address", "from_address", "to_address", "value", "transaction_hash",
+               "log_index", "block_number")
 
     def map(self, row: Row) -> Mapped:
         return Mapped([TokenTransfer.from_dict(row.values)])
@@ -79,6 +102,8 @@ class Logs(Format):
     """Uniswap-V2 pair events decoded from raw logs; other logs are skipped."""
 
     name, summary = "logs", "ethereum-etl / BigQuery logs (Uniswap-V2 pair events)"
+    columns = ("address", "topics", "data", "block_number", "block_timestamp",
+               "transaction_hash", "log_index")
 
     def __init__(self, pools: dict[str, tuple[str, str]]) -> None:
         self.pools = pools
@@ -124,6 +149,7 @@ class UniswapV2(Format):
     → mint, to the pool or the zero address → burn, between holders → transfer."""
 
     name, summary = "uniswap-v2", "uniswap-v2-2021 pool logs (events.parquet + pools.parquet)"
+    columns = ("block_number", "transaction_hash", "log_index", "pool_address", "event")
 
     def __init__(self) -> None:
         self.pools: dict[str, tuple[str, str]] = {}
@@ -135,6 +161,7 @@ class UniswapV2(Format):
             raise SourceError(f"{events} does not exist; give the uniswap-v2-2021 folder")
         if not pools.is_file():
             raise SourceError(f"{pools} does not exist; it must lie beside events.parquet")
+        self.check_columns(events)
         self.pools = load_pools(pools)
         return [events]
 
@@ -178,6 +205,7 @@ class Blte(Format):
     """
 
     name, summary = "blte", "blte-ethereum-scam-tx labelled transactions"
+    columns = ("block_number", "block_timestamp", "value", "gas", "gas_price", "class")
 
     def __init__(self, label_delay_blocks: int = 5760) -> None:
         self.label_delay_blocks = label_delay_blocks
