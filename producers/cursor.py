@@ -50,8 +50,13 @@ class Cursor:
         return position
 
     def save(self, position: Position) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".cursor-", dir=self.path.parent)
+        """Write ``position`` atomically; the cursor's directory must exist (the CLI checks
+        it before the replay starts; no directory is created here)."""
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".cursor-", dir=self.path.parent)
+        except OSError as exc:
+            raise SourceError(f"cannot save cursor {self.path} ({exc.strerror}); check that "
+                              f"its directory {self.path.parent} exists and is writable") from None
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(asdict(position), fh)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.cli import Check, Parser
+from pipeline.errors import ConfigError
 from pipeline.settings import LOG_FORMATS, Settings
 
 if TYPE_CHECKING:
@@ -34,6 +39,21 @@ positive_int = whole_number(1)
 non_negative_int = whole_number(0)
 
 
+def positive_number(unit: str) -> Callable[[str], float]:
+    """An argparse type: a finite number above 0, in ``unit`` (named in the error)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"must be > 0 ({unit}), not {text}")
+        return value
+
+    return parse
+
+
 def fraction(text: str) -> float:
     try:
         value = float(text)
@@ -57,6 +77,47 @@ def port_or_off(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a port (1-65535, or 0 for none)")
     return value
+
+
+def add_check(parser: argparse.ArgumentParser, check: Check) -> None:
+    """Check the parsed arguments of ``parser`` together: ``check`` returns the problem in
+    one line (the command then exits with status 2 before it runs), or None."""
+    if not isinstance(parser, Parser):
+        raise TypeError(f"{parser.prog} is not a chainwatch Parser")
+    parser.checks.append(check)
+
+
+def output_directory(flag: str, path: Path) -> None:
+    """A directory chainwatch will create and write (``--out``): not an existing file, and
+    inside a directory this process may write. Raises ConfigError in one line."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file; give a directory (it will be created)")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {path} cannot be created: {existing} is a file, not a "
+                          "directory; give a directory (it will be created)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path} cannot be written: no write permission in "
+                          f"{existing}; choose another directory")
+
+
+def output_file(flag: str, path: Path) -> None:
+    """A file chainwatch will write (``--truth``, ``--cursor``): its directory must already
+    exist, since chainwatch creates no directory the user did not ask for. Raises
+    ConfigError in one line."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a directory; give a file name")
+    parent = path.parent
+    if not parent.exists():
+        raise ConfigError(f"{flag} {path}: directory {parent} does not exist; create it first")
+    if not parent.is_dir():
+        raise ConfigError(f"{flag} {path}: {parent} is not a directory; give a file in an "
+                          "existing directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: directory {parent} is not writable; choose "
+                          "another place")
 
 
 def add_common(parser: argparse.ArgumentParser, bootstrap: bool = True) -> None:

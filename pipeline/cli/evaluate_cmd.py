@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from pipeline.cli.common import (
+    add_check,
     add_common,
     fraction,
     load_settings,
     non_negative_int,
+    output_directory,
     positive_int,
     stop_on_signals,
 )
@@ -45,26 +46,35 @@ def add_parser(sub: Any) -> None:
     p.add_argument("source", choices=("synth", "blte", "uniswap-v2"), metavar="SOURCE",
                    help="synth | blte | uniswap-v2")
     p.add_argument("path", nargs="?", type=Path, metavar="PATH",
-                   help="the dataset (blte, uniswap-v2)")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="report directory")
+                   help="the dataset (blte, uniswap-v2; synth takes none)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="report directory (created if missing)")
     p.add_argument("--seed", type=non_negative_int, default=100, help="synth seed (100)")
     p.add_argument("--blocks", type=positive_int, default=3000, help="synth blocks (3000)")
     p.add_argument("--difficulty", type=fraction, default=0.5, help="synth difficulty (0.5)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="replay at most N rows")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_common(p)
+    add_check(p, dataset_path)
     p.set_defaults(run=run)
+
+
+def dataset_path(args: argparse.Namespace) -> str | None:
+    """blte and uniswap-v2 read a dataset PATH; synth makes its own chain and takes none."""
+    if args.source == "synth" and args.path is not None:
+        return (f"synth takes no PATH (it makes its own chain); drop {args.path}, or "
+                "evaluate blte or uniswap-v2 on it")
+    if args.source != "synth" and args.path is None:
+        return f"{args.source} needs the dataset PATH"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
     from consumers.evaluate import EvalSource, run_evaluation
     from producers.formats import make_format
 
+    output_directory("--out", args.out)  # before the run, not in a traceback after it
     if args.source != "synth":
-        if args.path is None:
-            print(f"chainwatch evaluate: error: {args.source} needs the dataset PATH "
-                  "(see 'chainwatch evaluate --help')", file=sys.stderr)
-            return 2
         make_format(args.source).files(args.path)  # a wrong path fails here, in one line
     source = EvalSource(args.source, args.path, seed=args.seed, blocks=args.blocks,
                         difficulty=args.difficulty, limit=args.limit)

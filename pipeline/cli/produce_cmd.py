@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from dataclasses import asdict
@@ -11,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.cli.common import (
+    add_check,
     add_common,
     add_metrics_port,
     fraction,
     load_settings,
     non_negative_int,
+    output_file,
     positive_int,
+    positive_number,
     serving,
     stop_on_signals,
 )
@@ -72,10 +76,23 @@ def campaigns(text: str) -> dict[str, float]:
             raise argparse.ArgumentTypeError(
                 f"unknown campaign {name!r}; choose from {', '.join(sorted(CAMPAIGN_TYPES))}")
         try:
-            out[name] = float(value) if value else 4.0
+            rate = float(value) if value else 4.0
         except ValueError:
             raise argparse.ArgumentTypeError(f"{part!r}: rate must be a number") from None
+        if not (math.isfinite(rate) and rate >= 0):
+            raise argparse.ArgumentTypeError(f"{part!r}: rate must be >= 0 (campaigns per "
+                                             "1000 blocks)")
+        out[name] = rate
     return out
+
+
+def block_range(args: argparse.Namespace) -> str | None:
+    """--start-block after --end-block selects nothing: a mistake, said before the replay."""
+    start, end = args.start_block, args.end_block
+    if start is not None and end is not None and start > end:
+        return (f"--start-block {start} is after --end-block {end}; give --start-block <= "
+                "--end-block")
+    return None
 
 
 def add_parser(sub: Any) -> None:
@@ -90,8 +107,10 @@ def add_parser(sub: Any) -> None:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--blocks", type=positive_int, default=1000, help="blocks (default 1000)")
     s.add_argument("--seed", type=non_negative_int, default=0, help="world seed (default 0)")
-    s.add_argument("--truth", type=Path, metavar="FILE", help="write ground truth here (JSONL)")
-    s.add_argument("--rate", type=float, metavar="EV/S", help="pace to this many events/s")
+    s.add_argument("--truth", type=Path, metavar="FILE",
+                   help="write ground truth here (JSONL); its directory must exist")
+    s.add_argument("--rate", type=positive_number("events per second"), metavar="EV/S",
+                   help="pace to this many events/s (> 0)")
     s.add_argument("--campaigns", type=campaigns, metavar="TYPE=RATE,...",
                    help="campaigns per 1000 blocks (default: every type at 4)")
     s.add_argument("--difficulty", type=fraction, default=0.5,
@@ -112,7 +131,8 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--limit", type=positive_int, metavar="N", help="read at most N rows")
     r.add_argument("--start-block", type=non_negative_int, metavar="B")
     r.add_argument("--end-block", type=non_negative_int, metavar="B")
-    r.add_argument("--cursor", type=Path, metavar="FILE", help="resume from / save to FILE")
+    r.add_argument("--cursor", type=Path, metavar="FILE",
+                   help="resume from / save to FILE; its directory must exist")
     r.add_argument("--pools", type=Path, metavar="FILE",
                    help="pool_address,token0,token1 table (format logs)")
     r.add_argument("--label-delay-blocks", type=non_negative_int, default=5760,
@@ -121,6 +141,7 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_metrics_port(r)
     add_common(r)
+    add_check(r, block_range)
     r.set_defaults(run=run_replay)
 
 
@@ -131,6 +152,8 @@ def run_synth(args: argparse.Namespace) -> int:
     from producers.stream import produce_synth
     from producers.synth import SynthConfig
 
+    if args.truth is not None:
+        output_file("--truth", args.truth)
     settings = load_settings(args)
     config = SynthConfig(seed=args.seed, blocks=args.blocks, difficulty=args.difficulty,
                          campaigns=args.campaigns or dict.fromkeys(CAMPAIGN_TYPES, 4.0))
@@ -156,6 +179,8 @@ def run_replay(args: argparse.Namespace) -> int:
     from producers.formats import make_format
     from producers.replay import Replayer, ReplayOptions
 
+    if args.cursor is not None:
+        output_file("--cursor", args.cursor)
     make_format(args.format, args.pools, args.label_delay_blocks).files(args.path)  # fail fast
     settings = load_settings(args)
     options = ReplayOptions(speed=args.speed, limit=args.limit, start_block=args.start_block,
