@@ -125,8 +125,9 @@ def parse_head(value: str) -> SignedHead:
 
 def newest_published_head(settings: Settings, key: Ed25519PublicKey,
                           timeout_s: float = 3.0) -> tuple[SignedHead | None, str]:
-    """The newest head on the audit topic that ``key`` signed, or None and why not. Reads
-    for at most about ``timeout_s`` seconds, broker or none."""
+    """The newest head on the audit topic that ``key`` signed (None if none), and what kept
+    it from being the topic's newest ("" if nothing did: read to the end). Reads for at
+    most about ``timeout_s`` seconds, broker or none."""
     topic = settings.topics.audit
     deadline = time.monotonic() + timeout_s
     try:
@@ -142,7 +143,8 @@ def newest_published_head(settings: Settings, key: Ed25519PublicKey,
         partitions = [TopicPartition(topic, p) for p in sorted(found)]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
-        while time.monotonic() < deadline:
+        caught_up = False
+        while not caught_up and time.monotonic() < deadline:
             batch = consumer.poll(timeout_ms=200)
             for records in batch.values():
                 for record in records:
@@ -150,12 +152,13 @@ def newest_published_head(settings: Settings, key: Ed25519PublicKey,
                     if head is not None and (newest is None or (head.timestamp_ms, head.size)
                                              >= (newest.timestamp_ms, newest.size)):
                         newest = head
-            if not batch and clients.caught_up(consumer):
-                break
+            caught_up = not batch and clients.caught_up(consumer)
     except KafkaError as exc:
         return newest, f"reading {topic} failed ({type(exc).__name__})"
     finally:
         consumer.close()
+    if not caught_up:
+        return newest, f"{topic} was not read to its end within {timeout_s:g} s"
     return newest, "" if newest else f"no head signed by the log's key on {topic}"
 
 
