@@ -15,9 +15,9 @@ import signal
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import pytest
 
@@ -26,6 +26,8 @@ from pipeline.topics import ensure_topics
 from tests.conftest import CHAINWATCH, cli_env, free_port, http_get
 
 pytestmark = pytest.mark.integration
+
+_T = TypeVar("_T")
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules"
 QUERIES = {
@@ -132,16 +134,44 @@ def test_prometheus_scrapes_throughput_latency_and_alerts_from_a_running_scorer(
     assert producer_ready[0] == 200, producer_ready  # still sending
     latency = max(v for v in found["latency"] if not math.isnan(v))
     assert 0 < latency <= 0.1, latency  # the histogram's top finite bucket
-    up = {s["metric"]["job"]: s["value"][1] for s in query(prom, "up")}
-    assert up == {"chainwatch-scorer": "1", "chainwatch-producer": "1"}
-    produced = values(query(prom, "sum(chainwatch_records_produced_total"
-                                  '{job="chainwatch-producer"})'))
-    assert produced and produced[0] > 0
-    assert values(query(prom, "count(chainwatch_consumer_lag)")) == [12.0]
+    # each series below fills in at its own scrape: wait for what is asserted, not a snapshot
+    eventually("both jobs are up",
+               lambda: {s["metric"]["job"]: s["value"][1] for s in query(prom, "up")},
+               lambda up: up == {"chainwatch-scorer": "1", "chainwatch-producer": "1"})
+    eventually("the producer's records are counted",
+               lambda: values(query(prom, "sum(chainwatch_records_produced_total"
+                                          '{job="chainwatch-producer"})')),
+               lambda produced: bool(produced) and produced[0] > 0)
+    eventually("a lag series for each of the 12 input partitions (3 topics x 4)",
+               lambda: values(query(prom, "count(chainwatch_consumer_lag)")),
+               lambda count: count == [12.0])
 
-    status, body = http_get(f"{prom}/api/v1/rules")
-    assert status == 200
-    rules = [rule for group in json.loads(body)["data"]["groups"] for rule in group["rules"]]
-    assert rules, "the rules of deploy/prometheus/rules were loaded"
+    rules = eventually(
+        "the rules of deploy/prometheus/rules were loaded and each evaluated once",
+        lambda: rules_of(prom),
+        lambda rules: bool(rules) and all(r.get("health") in ("ok", "err") for r in rules))
     broken = {r["name"]: r.get("lastError") for r in rules if r.get("health") == "err"}
     assert not broken, broken
+
+
+def eventually(what: str, probe: Callable[[], _T], holds: Callable[[_T], bool],
+               timeout_s: float = 60.0) -> _T:
+    """Poll ``probe`` until ``holds`` its value; fail with the last value after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if holds(value):
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not so after {timeout_s:.0f} s; last value: "
+                                 f"{value!r}")
+        time.sleep(0.5)
+
+
+def rules_of(prom: str) -> list[dict[str, Any]]:
+    """Every alerting and recording rule Prometheus reports, [] until it answers."""
+    status, body = http_get(f"{prom}/api/v1/rules")
+    if status != 200:
+        return []
+    groups = json.loads(body)["data"]["groups"]
+    return [rule for group in groups for rule in group["rules"]]
