@@ -181,7 +181,7 @@ def run_replay(args: argparse.Namespace) -> int:
 
     if args.cursor is not None:
         output_file("--cursor", args.cursor)
-    make_format(args.format, args.pools, args.label_delay_blocks).files(args.path)  # fail fast
+    fmt = make_format(args.format, args.pools, args.label_delay_blocks)  # fail fast
     settings = load_settings(args)
     options = ReplayOptions(speed=args.speed, limit=args.limit, start_block=args.start_block,
                             end_block=args.end_block, cursor=args.cursor,
@@ -191,6 +191,8 @@ def run_replay(args: argparse.Namespace) -> int:
                         label_delay_blocks=args.label_delay_blocks, stop=stop_on_signals(),
                         health=health)
     with serving(settings, health, "chainwatch produce replay"):
+        # a missing file, or one not of its --format, is one line before the broker is asked
+        fmt.files(args.path)
         ensure_topics(settings)
         summary = replayer.run()
     if args.json:
