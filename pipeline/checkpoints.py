@@ -57,13 +57,11 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
-import hmac
 import json
 import logging
 import os
 import re
 import secrets
-import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -74,15 +72,18 @@ from urllib.parse import unquote, urlsplit
 
 import pyarrow.fs as pafs
 
+from pipeline.checkpoint_key import CheckpointKey
 from pipeline.errors import CheckpointError
+from pipeline.keyfiles import fsync_path
 from pipeline.settings import Secret
+
+__all__ = ["FORMAT_VERSION", "CheckpointKey", "CheckpointRef", "CheckpointStore"]
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 MAGIC = b"CWCKPT%d\n" % FORMAT_VERSION
 TAG_SIZE = 32  # HMAC-SHA256
-KEY_SIZE = 32
 _AUTH_HMAC, _AUTH_NONE = "hmac-sha256", "none"
 _HEADER_FIELDS = ["auth", "created_at", "group", "meta", "seq", "size", "task"]
 _S3_CONNECT_TIMEOUT_S = 5.0
@@ -101,70 +102,6 @@ _REF_TYPES: dict[str, type] = {"uri": str, "group": str, "task": str, "seq": int
 class _Refused(CheckpointError):
     """This checkpoint is bad (corrupt, unauthenticated, untrusted, of another format version,
     misplaced or gone); an older one may do."""
-
-
-class CheckpointKey:
-    """The HMAC-SHA256 key that authenticates checkpoints; ``repr`` shows where, never what.
-
-    The key file holds 64 hex characters (32 random bytes) and has mode 0600; it lives outside
-    the checkpoint store, and every scorer of a group needs the same one.
-    """
-
-    __slots__ = ("_secret", "path")
-
-    def __init__(self, raw: bytes, path: Path | None = None) -> None:
-        if len(raw) != KEY_SIZE:
-            raise CheckpointError(f"a checkpoint key is {KEY_SIZE} bytes, not {len(raw)}")
-        self._secret = Secret(raw.hex())
-        self.path = path
-
-    @classmethod
-    def generate(cls) -> CheckpointKey:
-        return cls(secrets.token_bytes(KEY_SIZE))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> CheckpointKey:
-        """The key in ``path``; CheckpointError if it is missing, malformed or open to others."""
-        path = Path(path)
-        try:
-            mode = stat.S_IMODE(path.stat().st_mode)
-            text = path.read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"cannot read the checkpoint key {path}: {exc}; give every "
-                                  "scorer of the group the same key file (--checkpoint-key)"
-                                  ) from exc
-        if mode & 0o077:
-            raise CheckpointError(f"checkpoint key {path} has mode {mode:04o}; only its owner "
-                                  f"may read it: run chmod 600 {path}")
-        if len(text) != 2 * KEY_SIZE or not re.fullmatch(r"[0-9a-f]+", text):
-            raise CheckpointError(f"checkpoint key {path} is not {2 * KEY_SIZE} hex "
-                                  "characters; restore it, or delete it to make a new one "
-                                  "(then the existing checkpoints are refused)")
-        return cls(bytes.fromhex(text), path)
-
-    @classmethod
-    def load_or_create(cls, path: str | os.PathLike[str]) -> CheckpointKey:
-        """The key in ``path``, made first (mode 0600, atomically) if there is none."""
-        path = Path(path)
-        if not path.exists():
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                _write_new(path, (secrets.token_hex(KEY_SIZE) + "\n").encode())
-            except FileExistsError:
-                pass  # another scorer made it first: use theirs
-            except OSError as exc:
-                raise CheckpointError(f"cannot create the checkpoint key {path}: {exc}; "
-                                      "choose a writable place with --checkpoint-key") from exc
-        return cls.load(path)
-
-    def tag(self, data: bytes) -> bytes:
-        return hmac.digest(bytes.fromhex(self._secret.get()), data, "sha256")
-
-    def verify(self, data: bytes, tag: bytes) -> bool:
-        return hmac.compare_digest(self.tag(data), tag)
-
-    def __repr__(self) -> str:
-        return f"CheckpointKey({str(self.path) if self.path else '<in memory>'!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,7 +328,7 @@ class CheckpointStore:
             stream.write(data)
             stream.close()
             if self._local:
-                _fsync(target)
+                fsync_path(target)
                 _publish(self._fs, target, path)
             size = self._fs.get_file_info(path).size
             if size != len(head) + len(data):
@@ -578,36 +515,10 @@ def _shown(uri: str) -> str:
     return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Write a new file ``path`` with mode 0600, atomically (a temporary file linked into
-    place); FileExistsError if ``path`` exists, which is then left as it is."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(temp, path)  # unlike rename, never replaces an existing key
-    finally:
-        temp.unlink()
-    _fsync(str(path.parent))
-
-
 def _publish(fs: pafs.FileSystem, temp: str, path: str) -> None:
     """Rename ``temp`` over ``path`` (atomic on one file system) and make the rename durable."""
     fs.move(temp, path)
-    _fsync(path.rpartition("/")[0])
+    fsync_path(path.rpartition("/")[0])
 
 
 @contextlib.contextmanager

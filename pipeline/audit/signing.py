@@ -32,8 +32,6 @@ False
 from __future__ import annotations
 
 import hashlib
-import os
-import secrets
 import stat
 import struct
 from dataclasses import dataclass
@@ -47,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from pipeline.audit.errors import AuditError, AuditKeyError
 from pipeline.audit.merkle import HASH_SIZE
+from pipeline.keyfiles import write_new
 
 HEAD_CONTEXT = b"chainwatch-audit-head-v1\n"
 SIGNATURE_SIZE = 64
@@ -203,7 +202,7 @@ class Signer:
                                             serialization.NoEncryption())
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                _write_new(path, pem, 0o600)
+                write_new(path, pem, 0o600)
             except FileExistsError:
                 pass  # another process made it first: use theirs
             except OSError as exc:
@@ -244,27 +243,3 @@ class Signer:
 
 def public_hex(key: Ed25519PublicKey) -> str:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to a new file ``path`` with ``mode``, atomically; FileExistsError if
-    ``path`` exists (then it is left as it is)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)  # whatever the umask
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(temp, path)  # unlike rename, never replaces an existing key
-    finally:
-        temp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
