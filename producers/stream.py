@@ -10,6 +10,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import ConfigError
 from pipeline.health import ServiceHealth
 from pipeline.progress import Progress, eta, rate
 from pipeline.records import ChainRecord
@@ -36,8 +37,17 @@ class SynthSummary:
 
 
 def write_truth(path: Path, truth: list[dict[str, Any]]) -> None:
-    """Ground truth as JSON lines, keys sorted: the same seed gives the same bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Ground truth as JSON lines, keys sorted: the same seed gives the same bytes.
+
+    The file's directory must exist: chainwatch creates no directory nobody asked for, so a
+    missing one raises ConfigError (as ``--truth`` does in the CLI)."""
+    parent = path.parent
+    if not parent.exists():
+        raise ConfigError(f"truth file {path}: directory {parent} does not exist; create it "
+                          "first")
+    if not parent.is_dir():
+        raise ConfigError(f"truth file {path}: {parent} is not a directory; give a file in an "
+                          "existing directory")
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         for campaign in truth:
