@@ -173,7 +173,7 @@ class _Planner:
     def _handle(self, row: Row, summary: ReplaySummary) -> bool:
         """Produce, dead-letter or skip one row; False once past the end block."""
         if row.error is not None:
-            self._dead_letter(summary, row, "bad_row", row.error)
+            self._dead_letter(summary, row, row.reason or "bad_row", row.error)
             return True
         try:
             mapped = self.fmt.map(row)

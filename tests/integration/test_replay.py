@@ -161,6 +161,58 @@ def test_bad_rows_go_to_the_dlq_with_file_line_and_reason(
     assert "'value'" in letters[0]["detail"]
 
 
+def _tx_line(block: int) -> bytes:
+    return (f"0x{block:064x},0,{block},{1_600_000_000 + 12 * block},0,0x{'11' * 20},"
+            f"0x{'22' * 20},1,21000,1,0x").encode()
+
+
+def _tx_json(block: int) -> bytes:
+    return orjson.dumps({"hash": f"0x{block:064x}", "nonce": 0, "block_number": block,
+                         "block_timestamp": 1_600_000_000 + 12 * block, "transaction_index": 0,
+                         "from_address": "0x" + "11" * 20, "to_address": "0x" + "22" * 20,
+                         "value": 1, "gas": 21000, "gas_price": 1})
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_lines_not_utf8_or_malformed_go_to_the_dlq_and_every_good_row_is_produced(
+        kind: str, settings: Settings, tmp_path: Path,
+        consumer_factory: Callable[..., KafkaConsumer]) -> None:
+    spoiled = _tx_line(101).replace(b",0x2222", b",0x\xff\xfe2222")
+    if kind == "csv":
+        lines = [b"hash,nonce,block_number,block_timestamp,transaction_index,from_address,"
+                 b"to_address,value,gas,gas_price,input",
+                 _tx_line(100), spoiled, _tx_line(102), b"0x12,\xff,few", b"0x34,too,few",
+                 _tx_line(103), _tx_line(104)]
+        bad = {3: ("not_utf8", spoiled), 5: ("not_utf8", b"0x12,\xff,few"),
+               6: ("bad_row", b"0x34,too,few")}
+    else:
+        lines = [_tx_json(100), _tx_json(101).replace(b'"0x2222', b'"0x\xff\xfe2222'),
+                 _tx_json(102), b"not json", b"{\"a\": \"\xff\"", _tx_json(103),
+                 _tx_json(104)]
+        bad = {2: ("not_utf8", lines[1]), 4: ("bad_row", b"not json"),
+               5: ("not_utf8", lines[4])}
+    path = tmp_path / f"transactions.{kind}"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+    result = _replay(settings, str(path), "--format", "transactions")
+
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["read"], summary["produced"], summary["dead_lettered"],
+            summary["skipped"]) == (7, 4, 3, 0)
+    reasons = [reason for reason, _ in bad.values()]
+    assert summary["dead_letter_reasons"] == {r: reasons.count(r) for r in set(reasons)}
+    letters = [decode_letter(m.value) for m in consume_all(consumer_factory(settings.topics.dlq),
+                                                            3)]
+    assert {d["source"]["line"]: (d["reason"], d["original"]) for d in letters} == bad
+    assert all(d["source"]["file"] == str(path) for d in letters)
+    assert all("UTF-8" in d["detail"] for d in letters if d["reason"] == "not_utf8")
+    produced = consume_all(consumer_factory(settings.topics.transactions), 4)
+    assert sorted(orjson.loads(m.value)["block_number"] for m in produced) == [
+        100, 102, 103, 104]
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["/nonexistent/file.csv", "--format", "transactions"], "does not exist"),
     ([".", "--format", "nope"], "unknown format"),
