@@ -113,6 +113,8 @@ def test_csv_header_that_is_not_utf8_is_a_source_error(tmp_path: Path) -> None:
     path.write_bytes(b"a," + BAD + b"\n1,2\n")
     with pytest.raises(SourceError, match="header line is not UTF-8 text; re-export"):
         list(read_rows([path]))
+    with pytest.raises(SourceError, match="first line is not UTF-8 text"):
+        make_format("transactions").files(path)  # replay's check, before any row is read
 
 
 def test_jsonl_lines_not_utf8_or_not_json_are_dead_letter_rows(tmp_path: Path) -> None:
