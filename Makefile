@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test check tools deploy-check up down clean
+.PHONY: demo test soak check tools deploy-check up down clean
 COMPOSE ?= docker compose
 STACK := $(COMPOSE) -p chainwatch -f deploy/docker-compose.yml
 
@@ -20,6 +20,12 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the fault suite of tests/reliability at campaign size (CI runs it small, inside `make test`)
+SOAK_ARGS ?= --fault-seed 1 --fault-kills 20 --fault-records 10000 --fault-flips 1000
+
+soak: $(BIN)/.installed
+	$(BIN)/python -m pytest tests/reliability --timeout=0 -p no:cacheprovider $(SOAK_ARGS) $(PYTEST_ARGS)
 
 # prometheus + promtool and a Compose implementation, from Debian's packages if missing
 tools:

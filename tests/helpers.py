@@ -40,7 +40,11 @@ def chain_records(seed: int, blocks: range, campaign_rate: float = 4.0) -> list[
 def produce_chain(settings: Settings, seed: int, blocks: range,
                   campaign_rate: float = 4.0) -> int:
     """Write ``blocks`` of the seeded chain to the input topics; return the record count."""
-    records = chain_records(seed, blocks, campaign_rate)
+    return write_records(settings, chain_records(seed, blocks, campaign_rate))
+
+
+def write_records(settings: Settings, records: list[ChainRecord]) -> int:
+    """Write ``records`` to their input topics, keyed as producers key them; flush."""
     with KafkaSink(settings) as sink:
         for record in records:
             sink.write(record)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import pytest
 
 FIGURES = pytest.StashKey[list[str]]()
+ELAPSED = pytest.StashKey[list[float]]()
 Reaper = Callable[[subprocess.Popen[str]], subprocess.Popen[str]]
 
 
@@ -27,12 +28,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("reliability", "the standing fault suite (tests/reliability)")
     group.addoption("--fault-seed", type=int, default=1,
                     help="seed of kill times, malformed records and byte flips (default 1)")
-    group.addoption("--fault-kills", type=int, default=3,
-                    help="SIGKILLs per kill test (default 3)")
-    group.addoption("--fault-records", type=int, default=60,
-                    help="malformed records interleaved with valid ones (default 60)")
-    group.addoption("--fault-flips", type=int, default=12,
-                    help="byte flips of an audit store, and of checkpoints (default 12)")
+    group.addoption("--fault-kills", type=int, default=2,
+                    help="SIGKILLs per kill test (default 2)")
+    group.addoption("--fault-records", type=int, default=40,
+                    help="malformed records interleaved with valid ones (default 40)")
+    group.addoption("--fault-flips", type=int, default=10,
+                    help="byte flips of an audit store, and of checkpoints (default 10)")
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ def figures(request: pytest.FixtureRequest) -> Iterator[Callable[[str], None]]:
 
     yield record
     elapsed = time.monotonic() - started
+    request.config.stash.setdefault(ELAPSED, []).append(elapsed)
     lines.append(f"{request.node.name}: {' | '.join(recorded) or '(no figures)'} "
                  f"[{elapsed:.1f} s]")
 
@@ -99,3 +101,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
         terminalreporter.section("reliability figures")
         for line in lines:
             terminalreporter.write_line(line)
+        elapsed = config.stash.get(ELAPSED, [])
+        terminalreporter.write_line(f"{len(elapsed)} fault tests took {sum(elapsed):.0f} s")

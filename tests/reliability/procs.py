@@ -7,6 +7,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from kafka.errors import KafkaError
+
+from pipeline import clients
+from pipeline.settings import Settings
 from tests.helpers import sigkill
 
 
@@ -41,3 +45,27 @@ def sigkill_after(proc: subprocess.Popen[str], seconds: float) -> None:
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=seconds)
     sigkill(proc)
+
+
+def wait_caught_up(run: Settings, records: int, scorers: list[subprocess.Popen[str]],
+                   timeout_s: float = 120) -> float:
+    """Seconds until the group of ``run`` has committed ``records`` offsets of its input
+    topics (transactions and DEX) in all. Scorers commit with each checkpoint, so this is
+    their own progress; each of ``scorers`` must keep running meanwhile."""
+    started = time.monotonic()
+    admin = clients.admin(run)
+    inputs = (run.topics.transactions, run.topics.dex)
+    try:
+        while time.monotonic() - started < timeout_s:
+            assert all(p.poll() is None for p in scorers), "a scorer exited"
+            try:
+                offsets = admin.list_group_offsets(run.consumer_group)[run.consumer_group]
+            except KafkaError:
+                offsets = {}
+            if sum(m.offset for tp, m in offsets.items() if tp.topic in inputs) >= records:
+                return time.monotonic() - started
+            time.sleep(0.25)
+    finally:
+        admin.close()
+    raise AssertionError(f"the scorers did not read their input to the end within "
+                         f"{timeout_s:.0f} s")

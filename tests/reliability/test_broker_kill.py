@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
 
 from pipeline import clients, codec
 from pipeline.broker import LocalBroker, free_port
@@ -37,11 +36,11 @@ from tests.helpers import (
     synth_command,
 )
 from tests.reliability.conftest import Faults, Reaper
-from tests.reliability.procs import finish, tracebacks, wait_for_text
+from tests.reliability.procs import finish, tracebacks, wait_caught_up, wait_for_text
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
-BLOCKS = 300
+BLOCKS = 200
 CAMPAIGNS = 10.0
 
 
@@ -79,30 +78,6 @@ def _kill(broker: LocalBroker, with_s3: bool) -> None:
     assert not broker.is_running()
 
 
-def _wait_caught_up(run: Settings, records: int, scorer: subprocess.Popen[str],
-                    timeout_s: float = 120) -> float:
-    """Seconds until the scorer's group has committed all ``records`` input offsets; it
-    commits with each checkpoint, so this is the scorer's own progress, on the broker as it
-    is after the restarts."""
-    started = time.monotonic()
-    admin = clients.admin(run)
-    try:
-        while time.monotonic() - started < timeout_s:
-            assert scorer.poll() is None, "the scorer died with the broker"
-            try:
-                offsets = admin.list_group_offsets(run.consumer_group)[run.consumer_group]
-            except KafkaError:
-                offsets = {}
-            inputs = (run.topics.transactions, run.topics.dex)
-            if sum(m.offset for tp, m in offsets.items() if tp.topic in inputs) >= records:
-                return time.monotonic() - started
-            time.sleep(0.25)
-    finally:
-        admin.close()
-    raise AssertionError(f"the scorer did not read its input to the end within {timeout_s} s "
-                         "of the stream's end, after the broker restarts")
-
-
 def test_sigkills_of_the_durable_broker_lose_nothing(
         settings: Settings, tmp_path: Path, durable: LocalBroker, faults: Faults, *,
         figures: Callable[[str], None], reaper: Reaper) -> None:
@@ -111,7 +86,7 @@ def test_sigkills_of_the_durable_broker_lose_nothing(
     run = scorer_run(on_durable, tmp_path, "through-kills")
     rng = faults.rng("broker")
     records = chain_records(faults.seed, range(BLOCKS), CAMPAIGNS)
-    rate = len(records) / (4.0 * faults.kills + 2)  # the stream outlasts the kills
+    rate = len(records) / (3.0 * faults.kills + 2)  # the stream outlasts the kills
     stream_log, scorer_log = tmp_path / "synth.log", tmp_path / "scorer.log"
     with stream_log.open("w") as slog, scorer_log.open("w") as log:
         stream = reaper(subprocess.Popen(synth_command(faults.seed, BLOCKS, rate, CAMPAIGNS),
@@ -129,7 +104,7 @@ def test_sigkills_of_the_durable_broker_lose_nothing(
         produced = json.loads(finish(stream, timeout_s=300))
         reference = scorer_run(on_durable, tmp_path, "reference")
         uninterrupted = reaper(start_scorer(reference, "--until-caught-up"))
-        caught_up_s = _wait_caught_up(run, len(records), scorer)  # the scorer that lived on
+        caught_up_s = wait_caught_up(run, len(records), [scorer])  # the scorer that lived on
         scorer.send_signal(signal.SIGTERM)
         finish(scorer, timeout_s=60)
     finish(uninterrupted)

@@ -33,12 +33,13 @@ from pipeline.topics import ensure_topics
 from tests.conftest import CHAINWATCH
 from tests.helpers import (
     AlertDiff,
+    chain_records,
     checkpoint_key_file,
     make_alert,
-    produce_chain,
     read_alerts,
     scorer_run,
     start_scorer,
+    write_records,
 )
 from tests.reliability.conftest import Faults, Reaper
 from tests.reliability.procs import finish, tracebacks
@@ -151,12 +152,13 @@ def test_byte_flips_of_checkpoints_are_each_refused_and_the_scorer_falls_back(
         consumer_factory: Callable[..., KafkaConsumer], figures: Callable[[str], None],
         reaper: Reaper) -> None:
     ensure_topics(settings)
-    produce_chain(settings, faults.seed, range(150), campaign_rate=10.0)
     run = scorer_run(settings, tmp_path, "flips")
     first_log = tmp_path / "first.log"
     with first_log.open("w") as log:
-        finish(reaper(start_scorer(run, "--until-caught-up", "--checkpoint-every", "250",
-                                   log=log)))
+        records = chain_records(faults.seed, range(120), campaign_rate=10.0)
+        for half in (records[: len(records) // 2], records[len(records) // 2 :]):
+            write_records(settings, half)  # two runs: at least two checkpoints per task
+            finish(reaper(start_scorer(run, "--until-caught-up", log=log)))
     store = CheckpointStore.from_uri(run.checkpoint_uri,
                                      key=CheckpointKey.load(checkpoint_key_file(run)))
     group = run.consumer_group
