@@ -7,9 +7,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from kafka.errors import KafkaError
-
 from pipeline import clients
+from pipeline.checkpoints import CheckpointStore
+from pipeline.errors import CheckpointError
 from pipeline.settings import Settings
 from tests.helpers import sigkill
 
@@ -47,25 +47,38 @@ def sigkill_after(proc: subprocess.Popen[str], seconds: float) -> None:
     sigkill(proc)
 
 
-def wait_caught_up(run: Settings, records: int, scorers: list[subprocess.Popen[str]],
-                   timeout_s: float = 120) -> float:
-    """Seconds until the group of ``run`` has committed ``records`` offsets of its input
-    topics (transactions and DEX) in all. Scorers commit with each checkpoint, so this is
-    their own progress; each of ``scorers`` must keep running meanwhile."""
-    started = time.monotonic()
-    admin = clients.admin(run)
-    inputs = (run.topics.transactions, run.topics.dex)
+def covered(run: Settings) -> int:
+    """Offsets of the input topics (transactions and DEX) covered by the newest checkpoint of
+    each task of ``run``, in all: what its scorers have durably read."""
+    store = CheckpointStore.from_uri(run.checkpoint_uri)
+    inputs, group = (run.topics.transactions, run.topics.dex), run.consumer_group
     try:
-        while time.monotonic() - started < timeout_s:
-            assert all(p.poll() is None for p in scorers), "a scorer exited"
-            try:
-                offsets = admin.list_group_offsets(run.consumer_group)[run.consumer_group]
-            except KafkaError:
-                offsets = {}
-            if sum(m.offset for tp, m in offsets.items() if tp.topic in inputs) >= records:
-                return time.monotonic() - started
-            time.sleep(0.25)
+        newest = [store.newest(group, task) for task in store.tasks(group)]
+    except CheckpointError:  # pruned while listed
+        return 0
+    return sum(ref.meta["offsets"].get(topic, 0) for ref in newest if ref is not None
+               for topic in inputs)
+
+
+def wait_covered(run: Settings, records: int, scorers: list[subprocess.Popen[str]],
+                 timeout_s: float) -> float | None:
+    """Seconds until the checkpoints of ``run`` cover ``records`` input offsets (None after
+    ``timeout_s``); each of ``scorers`` must keep running meanwhile."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        assert all(p.poll() is None for p in scorers), "a scorer exited"
+        if covered(run) >= records:
+            return time.monotonic() - started
+        time.sleep(0.25)
+    return None
+
+
+def committed(run: Settings) -> int:
+    """The offsets the group of ``run`` has committed on its input topics, in all."""
+    admin = clients.admin(run)
+    try:
+        offsets = admin.list_group_offsets(run.consumer_group)[run.consumer_group]
     finally:
         admin.close()
-    raise AssertionError(f"the scorers did not read their input to the end within "
-                         f"{timeout_s:.0f} s")
+    inputs = (run.topics.transactions, run.topics.dex)
+    return sum(m.offset for tp, m in offsets.items() if tp.topic in inputs)

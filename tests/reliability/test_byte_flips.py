@@ -26,7 +26,8 @@ import pytest
 from kafka import KafkaConsumer
 
 from pipeline.audit import AuditLog, Leaf, Signer
-from pipeline.checkpoints import CheckpointKey, CheckpointRef, CheckpointStore
+from pipeline.checkpoint_key import CheckpointKey
+from pipeline.checkpoints import CheckpointRef, CheckpointStore
 from pipeline.errors import CheckpointError
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics

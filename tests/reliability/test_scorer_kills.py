@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaConsumer
@@ -22,24 +23,28 @@ from tests.conftest import cli_env
 from tests.helpers import (
     AlertDiff,
     chain_records,
+    produce_chain,
     read_alerts,
     scorer_run,
+    sigkill,
     start_scorer,
     synth_command,
 )
 from tests.reliability.conftest import Faults, Reaper
 from tests.reliability.procs import (
+    covered,
     finish,
     sigkill_after,
     tracebacks,
-    wait_caught_up,
+    wait_covered,
     wait_for_text,
 )
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
-BLOCKS = 300
+BLOCKS = 250
 CAMPAIGNS = 10.0  # per 1,000 blocks of each type: enough alerts to lose one
+QUIET_S = 5.0  # ten checkpoint intervals
 OPEN_TIMEOUT_S = 120  # a restarted member joins once its killed self's session expired
 
 
@@ -60,12 +65,11 @@ def _reference(settings: Settings, tmp: Path,
     return reference, reaper(start_scorer(reference, "--until-caught-up"))
 
 
-def _compare(run: Settings, reference: tuple[Settings, subprocess.Popen[str]], *, kills: int,
+def _compare(run: Settings, reference: Settings, ref_summary: dict[str, Any], *, kills: int,
              logs: list[Path], consumer_factory: Callable[..., KafkaConsumer],
              figures: Callable[[str], None]) -> None:
-    """Finish the reference, then hold the run's alerts to the reference's."""
-    ref_summary = json.loads(finish(reference[1]))
-    expected = read_alerts(consumer_factory(reference[0].topics.alerts))
+    """Hold the run's alerts to those of the (finished) reference run."""
+    expected = read_alerts(consumer_factory(reference.topics.alerts))
     got = read_alerts(consumer_factory(run.topics.alerts))
     diff = AlertDiff.of(got, expected)
     figures(f"kills={kills} records={ref_summary['consumed']} alerts={len(expected)} "
@@ -104,8 +108,8 @@ def test_random_sigkills_of_one_scorer_lose_nothing(
     with logs[-1].open("w") as log:  # restarted once more, it scores what is left
         summary = json.loads(finish(reaper(start_scorer(run, "--until-caught-up", log=log))))
     assert summary["dead_lettered"] == 0
-    _compare(run, reference, kills=faults.kills, logs=logs, consumer_factory=consumer_factory,
-             figures=figures)
+    _compare(run, reference[0], json.loads(finish(reference[1])), kills=faults.kills,
+             logs=logs, consumer_factory=consumer_factory, figures=figures)
 
 
 def test_random_sigkills_of_one_of_two_scorers_lose_nothing(
@@ -135,12 +139,36 @@ def test_random_sigkills_of_one_of_two_scorers_lose_nothing(
             + " ".join(f"{w:.1f}" for w in waits))
     finish(stream, timeout_s=22.0 * faults.kills + 300)
     reference = _reference(settings, tmp_path, reaper)
-    caught_up_s = wait_caught_up(run, events, members)  # the pair, as it is, scores the rest
-    figures(f"the pair read its input to the end {caught_up_s:.1f} s after the stream did")
+    ref_summary = json.loads(finish(reference[1]))  # meanwhile, the pair scores the rest
+    while_running = covered(run)
     for member in members:
-        member.send_signal(signal.SIGTERM)
+        member.send_signal(signal.SIGTERM)  # a clean stop checkpoints what it has read
     for member in members:
         finish(member, timeout_s=60)
-    _compare(run, reference, kills=faults.kills, logs=logs, consumer_factory=consumer_factory,
-             figures=figures)
+    figures(f"the pair read {covered(run)} of {events} records ({while_running} checkpointed "
+            "before their clean stop)")
+    assert covered(run) == events
+    _compare(run, reference[0], ref_summary, kills=faults.kills, logs=logs,
+             consumer_factory=consumer_factory, figures=figures)
 
+
+
+def test_a_scorer_killed_in_a_quiet_spell_has_checkpointed_what_it_read(
+        settings: Settings, tmp_path: Path, faults: Faults, *,
+        figures: Callable[[str], None], reaper: Reaper) -> None:
+    """``--checkpoint-interval`` (0.5 s here): a task with new records is checkpointed within
+    that long, also when no more records come; so a SIGKILL in a quiet spell loses no work."""
+    ensure_topics(settings)
+    run = scorer_run(settings, tmp_path, "quiet")
+    log_path = tmp_path / "scorer.log"
+    with log_path.open("w") as log:
+        scorer = reaper(start_scorer(run, log=log))
+        _opened(log_path, scorer)
+        events = produce_chain(settings, faults.seed, range(60))
+        quiet_s = wait_covered(run, events, [scorer], timeout_s=QUIET_S)
+        read = covered(run)
+        sigkill(scorer)
+    figures(f"records={events} checkpointed={read} before a SIGKILL "
+            + (f"({quiet_s:.1f} s after the input went quiet)" if quiet_s is not None
+               else f"{QUIET_S:.0f} s after the input went quiet"))
+    assert read == events
