@@ -15,7 +15,8 @@ For every polled record:
 2. score it in its task's state, and send any alert to the alerts topic, keyed by subject.
 
 Each task is checkpointed every ``checkpoint_every`` records or ``checkpoint_interval_s``
-seconds, on revocation and on shutdown, in the order documented in :mod:`consumers.tasks`.
+seconds after its first record since the last one (whether or not more come), on
+revocation and on shutdown, in the order documented in :mod:`consumers.tasks`.
 
 Before it reads anything, :meth:`ScorerService.prepare` loads (or makes) the checkpoint key,
 sets up the audit check if asked for, and probes the checkpoint store, so a store that cannot
@@ -151,14 +152,16 @@ class ScorerService:
                 self.health.observe(consumer)
                 if batch:
                     self._score_batch(batch, producer, dlq, tasks)
-                    for task in list(tasks.tasks.values()):
-                        if tasks.due(task, self.checkpoint_every, self.checkpoint_interval_s):
-                            tasks.checkpoint(consumer, task)
                     if time.monotonic() >= self._next_state_export:
                         self._export_state(tasks)
                 elif input_finished is not None and input_finished() and \
                         clients.caught_up(consumer):
                     break
+                # also after an empty poll: the last records before a quiet spell are
+                # checkpointed within checkpoint_interval_s, not at the next record
+                for task in list(tasks.tasks.values()):
+                    if tasks.due(task, self.checkpoint_every, self.checkpoint_interval_s):
+                        tasks.checkpoint(consumer, task)
             self.health.set_ready(False, "stopping")
             tasks.checkpoint_all(consumer)  # a clean stop leaves nothing to re-read
         finally:
