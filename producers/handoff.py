@@ -6,7 +6,9 @@ about half the raw send rate. Here a *planner* runs in a spawned child: it reads
 and writes encoded messages to an :class:`Outbox`, which hands them over in batches through a
 bounded queue (back-pressure). The parent only sends, and at each checkpoint the planner asks
 for, it flushes the producer and then calls ``on_checkpoint`` (which saves the cursor): the
-order that makes a cursor safe.
+order that makes a cursor safe. A send that failed (the broker refused it, or its delivery
+timed out) stops the run with a :class:`SendFailed` before the next cursor is saved, so
+the cursor never moves past a record that is not stored; a rerun resumes before it.
 
 A planner is a module-level function ``planner(job, outbox, stop) -> result``; ``job`` and
 ``result`` are picklable. The child ignores SIGINT/SIGTERM (the parent stops it through
@@ -45,6 +47,29 @@ PARTITION_CACHE = 200_000  # keys remembered; cleared whole when full (bounded m
 Job = TypeVar("Job")
 Result = TypeVar("Result")
 Planner = Callable[[Any, "Outbox", Event], Any]
+
+
+class SendFailed(ChainwatchError):
+    """Records were handed to the producer but not stored by the broker."""
+
+
+class _Failures:
+    """Counts failed sends (kafka-python reports them on the send's future, not on flush)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: BaseException | None = None
+
+    def __call__(self, exc: BaseException) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = exc
+
+    def check(self) -> None:
+        if self.count:
+            raise SendFailed(f"{self.count} records could not be sent ({self.first!r}); the "
+                             "cursor was not moved past them: check the broker, then run "
+                             "again to resume")
 
 
 class Outbox:
@@ -109,6 +134,7 @@ def run(planner: Planner, job: Any, settings: Settings, *,
                         name="chainwatch-planner", daemon=True)
     child.start()
     dlq_topic = settings.topics.dlq
+    failures = _Failures()
     try:
         while True:
             health.beat()
@@ -123,13 +149,15 @@ def run(planner: Planner, job: Any, settings: Settings, *,
                     ) from None
                 continue
             if kind == "batch":
-                _send_batch(producer, payload, dlq_topic, stage)
+                _send_batch(producer, payload, dlq_topic, stage, failures)
             elif kind == "checkpoint":
                 producer.flush()
+                failures.check()
                 if on_checkpoint is not None:
                     on_checkpoint(payload)
             elif kind == "done":
                 producer.flush()
+                failures.check()
                 return payload
             else:  # "error": a ChainwatchError raised in the planner, re-raised here
                 error_type, message = payload
@@ -158,11 +186,12 @@ def _partition_counts(producer: Any, settings: Settings) -> dict[str, int]:
     return counts
 
 
-def _send_batch(producer: Any, batch: list[Message], dlq_topic: str, stage: str) -> None:
+def _send_batch(producer: Any, batch: list[Message], dlq_topic: str, stage: str,
+                failures: _Failures) -> None:
     send = producer.send
     per_topic: dict[str, int] = {}
     for topic, key, value, partition in batch:
-        send(topic, value=value, key=key, partition=partition)
+        send(topic, value=value, key=key, partition=partition).add_errback(failures)
         per_topic[topic] = per_topic.get(topic, 0) + 1
         if topic == dlq_topic:
             DLQ_RECORDS.labels(reason=orjson.loads(value)["reason"], stage=stage).inc()

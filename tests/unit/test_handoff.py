@@ -5,9 +5,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
+from kafka.errors import KafkaTimeoutError
+from kafka.future import Future
 from kafka.partitioner.default import DefaultPartitioner
 
-from producers.handoff import Outbox
+from producers.handoff import Outbox, SendFailed, _Failures, _send_batch
 
 
 class Channel:
@@ -63,3 +66,21 @@ def test_batches_flush_before_each_checkpoint() -> None:
     assert sent == [b"0", b"1", b"2", b"3", b"4"]
     assert channel.items[2] == ("checkpoint", "pos-4")
     assert all(p is None for kind, b in channel.items if kind == "batch" for *_, p in b)
+
+
+class _FailingProducer:
+    """Every send's future fails, as kafka-python reports a refused or timed-out delivery."""
+
+    def send(self, topic: str, value: bytes, key: bytes | None, partition: int | None) -> Future:
+        future = Future()
+        future.failure(KafkaTimeoutError("delivery timed out"))
+        return future
+
+
+def test_a_failed_send_stops_the_run_before_the_cursor_moves() -> None:
+    failures = _Failures()
+    _send_batch(_FailingProducer(), [("chain.dex", b"k", b"v", 0)] * 3, "chainwatch.dlq",
+                "producer", failures)
+    with pytest.raises(SendFailed, match=r"3 records could not be sent .*run again to resume"):
+        failures.check()
+    _Failures().check()  # nothing failed: nothing raised
