@@ -76,6 +76,8 @@ def cli_env(settings: Settings) -> dict[str, str]:
     for role, name in settings.topics.all().items():
         env[env_var(f"topics.{role}")] = name
     env[env_var("checkpoint_uri")] = settings.checkpoint_uri
+    if "://" not in settings.checkpoint_uri:  # the key beside a local store, not in the repo
+        env[env_var("checkpoint_key_file")] = settings.checkpoint_uri.rstrip("/") + ".key"
     env[env_var("consumer_group")] = settings.consumer_group
     return env
 

@@ -72,14 +72,15 @@ def scorer_run(settings: Settings, tmp: Path, name: str) -> Settings:
 
 
 def checkpoint_key_file(settings: Settings) -> Path:
-    """The checkpoint key of a run: beside its checkpoint directory, shared by its scorers."""
-    return Path(settings.checkpoint_uri.rstrip("/") + ".key")
+    """The checkpoint key of a run: beside its checkpoint directory, shared by its scorers
+    (where :func:`tests.conftest.cli_env` puts it)."""
+    return Path(cli_env(settings)[env_var("checkpoint_key_file")])
 
 
 def start_scorer(settings: Settings, *extra: str,
                  log: IO[str] | None = None) -> subprocess.Popen[str]:
     """``chainwatch score`` with frequent checkpoints, its JSON summary on stdout."""
-    env = cli_env(settings) | {env_var("checkpoint_key_file"): str(checkpoint_key_file(settings))}
+    env = cli_env(settings)
     return subprocess.Popen(
         [CHAINWATCH, "score", "--checkpoint-every", "2000", "--checkpoint-interval", "0.5",
          "--json", "--log-level", "INFO", *extra], env=env,
