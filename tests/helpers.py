@@ -79,11 +79,12 @@ def checkpoint_key_file(settings: Settings) -> Path:
 
 def start_scorer(settings: Settings, *extra: str,
                  log: IO[str] | None = None) -> subprocess.Popen[str]:
-    """``chainwatch score`` with frequent checkpoints, its JSON summary on stdout."""
+    """``chainwatch score`` with frequent checkpoints and a 4 s session timeout (a SIGKILLed
+    member's partitions move sooner), its JSON summary on stdout."""
     env = cli_env(settings)
     return subprocess.Popen(
         [CHAINWATCH, "score", "--checkpoint-every", "2000", "--checkpoint-interval", "0.5",
-         "--json", "--log-level", "INFO", *extra], env=env,
+         "--session-timeout", "4", "--json", "--log-level", "INFO", *extra], env=env,
         stdout=subprocess.PIPE, stderr=log or subprocess.DEVNULL, text=True)
 
 

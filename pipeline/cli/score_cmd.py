@@ -13,6 +13,7 @@ from pipeline.cli.common import (
     add_metrics_port,
     load_settings,
     positive_int,
+    positive_number,
     serving,
     stop_on_signals,
 )
@@ -56,6 +57,13 @@ def add_parser(sub: Any) -> None:
                    help="checkpoint a partition after N records (default 50000)")
     p.add_argument("--checkpoint-interval", type=float, default=30.0, metavar="S",
                    help="…or after S seconds with new records (default 30)")
+    p.add_argument("--session-timeout", type=positive_number("seconds"), default=10.0,
+                   metavar="S",
+                   help="how long the group waits for a silent member (a crashed scorer) "
+                        "before its partitions move to another (default 10); lower fails "
+                        "over sooner, but a stall longer than S then counts as a crash; "
+                        "brokers set a floor (Apache Kafka: group.min.session.timeout.ms, "
+                        "6 s by default)")
     p.add_argument("--verify-checkpoints", action="store_true", default=None,
                    help="restore only checkpoints whose digest the audit log holds, proven "
                         "against its signed head (setting audit.verify_checkpoints; the log "
@@ -79,8 +87,11 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args, consumer_group=args.group, checkpoint_uri=args.checkpoints,
                              checkpoint_key_file=args.checkpoint_key,
                              **{"audit.verify_checkpoints": args.verify_checkpoints})
+    session_ms = max(int(args.session_timeout * 1000), 1000)  # heartbeats 3 to a session
     service = ScorerService(settings, stop_on_signals(), checkpoint_every=args.checkpoint_every,
-                            checkpoint_interval_s=args.checkpoint_interval)
+                            checkpoint_interval_s=args.checkpoint_interval,
+                            session_timeout_ms=session_ms,
+                            heartbeat_interval_ms=max(session_ms // 3, 100))
     store = service.prepare()  # key, audit check and store: one-line errors before any work
     started = time.monotonic()
     with serving(settings, service, "chainwatch score"):
@@ -101,3 +112,4 @@ def run(args: argparse.Namespace) -> int:
         announce(f"chainwatch score: consumed {stats.consumed:,}, dead-lettered "
                  f"{stats.dead_lettered:,}, alerts {sum(stats.alerts_by_type.values()):,}")
     return 0
+

@@ -136,6 +136,14 @@ def test_rate_must_be_positive(rate: str) -> None:
                            "(events per second)", "--help")
 
 
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan"])
+def test_session_timeout_must_be_positive(seconds: str) -> None:
+    result, _ = chainwatch("score", f"--session-timeout={seconds}",
+                           "--bootstrap", f"127.0.0.1:{free_port()}")
+    one_line_error(result, "chainwatch score: error: argument --session-timeout: must be > 0 "
+                           "(seconds)", "--help")
+
+
 def test_campaign_rates_must_not_be_negative() -> None:
     result, _ = chainwatch("produce", "synth", "--campaigns", "rug_pull=-1",
                            "--bootstrap", f"127.0.0.1:{free_port()}")
