@@ -7,7 +7,7 @@
 For each difficulty and seed it builds ``SyntheticChain(SynthConfig(seed, blocks,
 campaigns={all four types: rate per 1,000 blocks}))`` and feeds its records in block order
 (each block's transactions, then its DEX events) through the scorer twice: through ONE
-:class:`~consumers.scoring.Scorer`, and split over 4 Scorers as the service partitions them
+:class:`~pipeline.scoring.Scorer`, and split over 4 Scorers as the service partitions them
 (transactions by murmur2(from_address) % 4, DEX events by murmur2(pool_address) % 4, as
 kafka-python's default partitioner does). Delayed labels (a transaction is fraud when its
 sender takes part in a campaign then) are released ``--label-delay`` blocks later, to the
@@ -36,7 +36,6 @@ sys.path.insert(0, str(ROOT))
 
 from kafka.partitioner.default import murmur2  # noqa: E402
 
-from consumers.scoring import Scorer  # noqa: E402
 from pipeline.alerts import Alert  # noqa: E402
 from pipeline.errors import RecordError  # noqa: E402
 from pipeline.evaluation import (  # noqa: E402
@@ -48,6 +47,7 @@ from pipeline.evaluation import (  # noqa: E402
     roc_auc,
 )
 from pipeline.records import ChainRecord, DexEvent, Label, Transaction  # noqa: E402
+from pipeline.scoring import Scorer  # noqa: E402
 from producers.files import read_rows  # noqa: E402
 from producers.formats import make_format  # noqa: E402
 from producers.synth import SynthConfig, SyntheticChain  # noqa: E402

@@ -29,7 +29,6 @@ from kafka import TopicPartition
 
 from consumers.report import Timeline, write_report
 from consumers.scorer import ScorerService
-from consumers.scoring import Scorer
 from pipeline import clients, codec
 from pipeline.alerts import Alert
 from pipeline.broker import LocalBroker
@@ -44,6 +43,7 @@ from pipeline.evaluation import (
 from pipeline.features.pools import WETH
 from pipeline.progress import Progress, rate
 from pipeline.records import ChainRecord, DexEvent, Label
+from pipeline.scoring import Scorer
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
 from producers.campaigns import CAMPAIGN_TYPES

@@ -41,7 +41,6 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 
-from consumers.scoring import Scorer
 from consumers.tasks import Binding, Task, TaskManager
 from pipeline import clients, codec
 from pipeline.audit.trust import CheckpointTrust
@@ -60,6 +59,7 @@ from pipeline.metrics import (
     SCORING_LATENCY,
 )
 from pipeline.records import DexEvent, Label, TokenTransfer, Transaction
+from pipeline.scoring import Scorer
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Per-topic scoring state of one partition, combined by :class:`consumers.scoring.Scorer`.
+"""Kafka-free scoring: one partition's :class:`Scorer`, built from per-topic parts.
 
 The service interleaves the transactions, DEX and labels topics of a partition arbitrarily,
 while alerts must be the same in every replay. So the state is split by topic and the parts
@@ -13,6 +13,7 @@ never read each other:
 
 from pipeline.scoring.common import DriftWatch, build_alert, severity
 from pipeline.scoring.dex import DexScoring
+from pipeline.scoring.scorer import Scorer
 from pipeline.scoring.transactions import TransactionScoring
 
-__all__ = ["DexScoring", "DriftWatch", "TransactionScoring", "build_alert", "severity"]
+__all__ = ["DexScoring", "DriftWatch", "Scorer", "TransactionScoring", "build_alert", "severity"]

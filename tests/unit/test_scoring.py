@@ -13,13 +13,12 @@ from typing import Any
 import pytest
 from kafka.partitioner.default import murmur2
 
-from consumers.scoring import Scorer
 from pipeline import codec
 from pipeline.alerts import Alert
 from pipeline.errors import RecordError
 from pipeline.evaluation import evaluate_synthetic
 from pipeline.records import MAX_BLOCK_NUMBER, ChainRecord, DexEvent, Label, Transaction
-from pipeline.scoring import DriftWatch
+from pipeline.scoring import DriftWatch, Scorer
 from producers.synth import SynthConfig, SyntheticChain
 
 ALL_TYPES = ("pump_and_dump", "rug_pull", "wash_trading", "anomalous_transfer")

@@ -12,10 +12,10 @@ import random
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from consumers.scoring import Scorer
 from pipeline.detectors import DelayedLabelModel
 from pipeline.detectors.supervised import SETTLED
 from pipeline.records import Label, Transaction
+from pipeline.scoring import Scorer
 
 DELAY = 7
 

@@ -33,7 +33,8 @@ from typing import Any
 
 from pipeline.alerts import Alert
 from pipeline.records import ChainRecord, DexEvent, Label, TokenTransfer, Transaction
-from pipeline.scoring import DexScoring, TransactionScoring
+from pipeline.scoring.dex import DexScoring
+from pipeline.scoring.transactions import TransactionScoring
 
 
 class Scorer:
