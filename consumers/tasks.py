@@ -2,7 +2,7 @@
 
 The transactions, DEX and labels topics have equal partition counts and are keyed alike, so
 partition *i* of each holds everything about the same keys. Task *i* owns those three
-topic-partitions and one :class:`~consumers.scoring.Scorer`. The range assignor gives all
+topic-partitions and one :class:`~pipeline.scoring.Scorer`. The range assignor gives all
 three to the same group member, so a task moves as a whole.
 
 Checkpoint order — the one thing that makes a crash harmless:
@@ -17,7 +17,8 @@ A task restores from its newest good checkpoint and seeks to the offsets stored 
 (Kafka's committed offsets are for lag monitoring); with no checkpoint it starts fresh from
 the beginning. So step 4 may lag: kafka-python runs the rebalance listener inside its own
 event loop, where a synchronous commit cannot run, and a checkpoint taken on revocation
-skips it; the next regular checkpoint commits.
+skips it; the next regular checkpoint commits. A commit the broker refuses (it is restarting)
+is a warning, not a failure, for the same reason.
 
 Alerts depend only on each topic-partition's own order and carry deterministic ids and
 bytes, so whatever is re-read after a crash re-sends byte-identical alerts.
@@ -53,12 +54,13 @@ from typing import Any
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from consumers.scoring import Scorer
 from pipeline.checkpoints import CheckpointRef, CheckpointStore
 from pipeline.errors import ChainwatchError, CheckpointError
 from pipeline.metrics import CHECKPOINT_LAST_SUCCESS, CHECKPOINT_SIZE
+from pipeline.scoring import Scorer
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -236,7 +238,11 @@ class TaskManager:
         commits = {TopicPartition(topic, task.partition): OffsetAndMetadata(offset, None, -1)
                    for topic, offset in task.offsets.items()}
         if commits and commit:
-            consumer.commit(commits)  # 4. offsets last
+            try:
+                consumer.commit(commits)  # 4. offsets last
+            except KafkaError as exc:  # the broker is away: the checkpoint holds the offsets
+                log.warning("task %s: committing offsets failed (%s); the checkpoint holds "
+                            "them and the next checkpoint commits", task.name, exc)
         CHECKPOINT_LAST_SUCCESS.labels(task=task.name).set(time.time())
         CHECKPOINT_SIZE.observe(len(data))
         self.store.prune(self.group, task.name, keep=self.keep)

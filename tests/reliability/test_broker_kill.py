@@ -109,7 +109,8 @@ def test_chainwatch_loses_nothing_through_sigkills_of_the_durable_broker(
         produced = json.loads(finish(stream, timeout_s=300))
         reference = scorer_run(on_durable, tmp_path, "reference")
         finish(reaper(start_scorer(reference, "--until-caught-up")))  # meanwhile, it goes on
-        assert scorer.poll() is None, "the scorer died with the broker"
+        assert scorer.poll() is None, \
+            "the scorer died with the broker:\n" + scorer_log.read_text()[-4000:]
         while_running = covered(run)
         scorer.send_signal(signal.SIGTERM)  # a clean stop checkpoints what it has read
         finish(scorer, timeout_s=60)

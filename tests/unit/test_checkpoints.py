@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 from kafka import TopicPartition
+from kafka.errors import KafkaConnectionError
 
-from consumers.scoring import Scorer
 from consumers.tasks import Binding, CheckpointMismatch, Task, TaskManager
 from pipeline import checkpoints
 from pipeline.checkpoints import CheckpointKey, CheckpointRef, CheckpointStore
 from pipeline.errors import ChainwatchError, CheckpointError
+from pipeline.scoring import Scorer
 from pipeline.settings import Secret, Settings
 
 GROUP, TASK = "chainwatch-scorer", "p0007"
@@ -525,3 +526,22 @@ def test_an_unusable_local_store_is_one_error_at_open() -> None:
     with pytest.raises(CheckpointError) as info:
         CheckpointStore.from_uri("/proc/nope").open()
     assert "\n" not in str(info.value) and "--checkpoints" in str(info.value)
+
+
+class _AwayBrokerConsumer(_FakeConsumer):
+    def commit(self, offsets: object) -> None:
+        raise KafkaConnectionError("111 ECONNREFUSED")
+
+
+def test_a_checkpoint_survives_a_broker_that_refuses_the_offset_commit(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Step 4 is for lag monitoring: while the broker restarts, a failed commit is a warning
+    and the checkpoint (which holds the offsets) stands."""
+    settings = _scorer_settings(tmp_path)
+    manager = TaskManager(settings, settings.checkpoint_store(), _FakeProducer())
+    task = Task(0, Scorer(), {settings.topics.dex: 10}, uncheckpointed=10)
+    with caplog.at_level(logging.WARNING):
+        ref = manager.checkpoint(_AwayBrokerConsumer(set()), task)
+    assert ref is not None and task.uncheckpointed == 0
+    assert manager.store.newest(settings.consumer_group, "p0000") == ref
+    assert any("committing offsets failed" in r.getMessage() for r in caplog.records)
