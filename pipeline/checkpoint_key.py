@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pipeline.errors import CheckpointError
 from pipeline.keyfiles import write_new
-from pipeline.settings import Secret
+from pipeline.secret import Secret
 
 KEY_SIZE = 32
 

@@ -75,7 +75,7 @@ import pyarrow.fs as pafs
 from pipeline.checkpoint_key import CheckpointKey
 from pipeline.errors import CheckpointError
 from pipeline.keyfiles import fsync_path
-from pipeline.settings import Secret
+from pipeline.secret import Secret
 
 __all__ = ["FORMAT_VERSION", "CheckpointKey", "CheckpointRef", "CheckpointStore"]
 

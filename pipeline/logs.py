@@ -9,7 +9,7 @@ secrets redacted from both.
   ``exception`` / ``stack`` when there is one, plus any ``extra={...}`` fields.
 
 Its :class:`RedactSecrets` filter replaces the value of every
-:class:`~pipeline.settings.Secret` of the loaded settings (:func:`redact_settings`) with
+:class:`~pipeline.secret.Secret` of the loaded settings (:func:`redact_settings`) with
 ``**********`` in the message, the exception text and ``extra`` fields (nested ones too),
 whichever logger the record comes from, so a password cannot reach the log even when code
 logs the settings' config dicts or an error that quotes them.
@@ -33,7 +33,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from pipeline.settings import LOG_FORMATS, Secret, Settings
+from pipeline.secret import Secret
+from pipeline.settings import LOG_FORMATS, Settings
 
 MASK = "**********"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

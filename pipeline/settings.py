@@ -34,41 +34,14 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pipeline.checkpoints import CheckpointKey, CheckpointStore
 from pipeline.errors import ConfigError
-
-if TYPE_CHECKING:
-    from pipeline.checkpoints import CheckpointStore
+from pipeline.secret import Secret
 
 ENV_PREFIX = "CHAINWATCH_"
 LOG_FORMATS = ("text", "json")
-
-
-class Secret:
-    """A string that does not show itself in ``repr``, ``str`` or logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')" if self._value else "Secret('')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
 
 
 @dataclass(frozen=True)
@@ -242,11 +215,6 @@ class Settings:
     def checkpoint_store(self) -> CheckpointStore:
         """The checkpoint store of ``checkpoint_uri`` (a directory, or s3://bucket/prefix),
         authenticating with the key in ``checkpoint_key_file`` (made there on first use)."""
-        from pipeline.checkpoints import (  # noqa: PLC0415 (imports settings)
-            CheckpointKey,
-            CheckpointStore,
-        )
-
         st = self.storage
         return CheckpointStore.from_uri(
             self.checkpoint_uri, s3_endpoint=st.s3_endpoint or None,

@@ -25,7 +25,8 @@ from pipeline import checkpoints
 from pipeline.checkpoints import CheckpointKey, CheckpointRef, CheckpointStore
 from pipeline.errors import ChainwatchError, CheckpointError
 from pipeline.scoring import Scorer
-from pipeline.settings import Secret, Settings
+from pipeline.secret import Secret
+from pipeline.settings import Settings
 
 GROUP, TASK = "chainwatch-scorer", "p0007"
 NAME = re.compile(r"\d{12}-[0-9a-f]{64}\.ckpt")
