@@ -53,10 +53,12 @@ so that a later record fails.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from pipeline.features.store import KeyedStore
 from pipeline.features.windows import Counterparties
 from pipeline.records import TokenTransfer, Transaction
+from pipeline.state import StateError, fields
 
 ETHER = 1e18
 WINDOW = 10
@@ -79,6 +81,37 @@ class AddressState:
         self.lv_mean = self.lv_m2 = 0.0  # Welford over log10(1 + value) of sends
         self.outbound: Counterparties | None = None  # created on first use
         self.inbound: Counterparties | None = None
+
+    def state(self) -> dict[str, Any]:
+        """Counts and sums as they are; each counterparty window's contents (or None)."""
+        return {"v": 1, "blocks": [self.first_block, self.last_block, self.n_out, self.n_in],
+                "sums": [self.sent, self.received, self.lv_mean, self.lv_m2],
+                "outbound": None if self.outbound is None else self.outbound.state(),
+                "inbound": None if self.inbound is None else self.inbound.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Load :meth:`state`; a window is rebuilt with the size it had (its ``blocks``
+        comes with the address features' configuration, see :meth:`AddressFeatures.load_state`).
+        """
+        fields(state, "address", 1, blocks=list, sums=list, outbound=(dict, type(None)),
+               inbound=(dict, type(None)))
+        try:
+            self.first_block, self.last_block, self.n_out, self.n_in = (
+                int(n) for n in state["blocks"])
+            self.sent, self.received, self.lv_mean, self.lv_m2 = (
+                float(x) for x in state["sums"])
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"address state does not fit: {exc}") from exc
+        self.outbound = _window(state["outbound"])
+        self.inbound = _window(state["inbound"])
+
+
+def _window(state: dict[str, Any] | None) -> Counterparties | None:
+    if state is None:
+        return None
+    window = Counterparties(WINDOW)  # AddressFeatures.load_state sets its configured size
+    window.load_state(state)
+    return window
 
 
 class BaseFee:
@@ -112,6 +145,17 @@ class BaseFee:
             self.exact = max(self.exact, gas_price - tip)
         elif len(self.samples) < MAX_BLOCK_SAMPLES and gas_price > 0:
             self.samples.append(gas_price)
+
+    def state(self) -> dict[str, Any]:
+        return {"v": 1, "block": self.block, "estimate": self.estimate, "exact": self.exact,
+                "samples": list(self.samples)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        fields(state, "base fee", 1, block=int, estimate=float, exact=int, samples=list)
+        if not all(type(p) is int for p in state["samples"]):
+            raise StateError("base fee state: samples must be integers (wei)")
+        self.block, self.estimate = state["block"], float(state["estimate"])
+        self.exact, self.samples = state["exact"], list(state["samples"])
 
     def _close(self) -> None:
         if self.exact:
@@ -147,6 +191,25 @@ class AddressFeatures:
     @property
     def evictions(self) -> int:
         return self.addresses.evictions
+
+    def state(self) -> dict[str, Any]:
+        """Every tracked address (in recency order, with the eviction count) and the base
+        fee estimate; the limits and the window are configuration."""
+        return {"v": 1, "addresses": self.addresses.state(), "base_fee": self.base_fee.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        fields(state, "address features", 1, addresses=dict, base_fee=dict)
+        addresses: KeyedStore[AddressState] = KeyedStore(AddressState, self.max_addresses,
+                                                         self.idle_blocks)
+        addresses.load_state(state["addresses"])
+        for key in addresses:  # windows get this instance's size, not the default
+            st = addresses.peek(key)
+            for window in (st.outbound, st.inbound) if st is not None else ():
+                if window is not None:
+                    window.blocks = self.window
+        base_fee = BaseFee()
+        base_fee.load_state(state["base_fee"])
+        self.addresses, self.base_fee = addresses, base_fee
 
     def _state(self, address: str, block: int) -> tuple[AddressState, bool, int]:
         """(state, created now, last block seen before now)."""

@@ -54,10 +54,12 @@ True
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from pipeline.features.store import KeyedStore, Seen
 from pipeline.features.windows import BlockRing, TradeWindow
 from pipeline.records import DexEvent
+from pipeline.state import StateError, fields
 
 WETH = "0xc02aaa39b223fe8d0a0e5c4f27ead9083c756cc2"
 ETHER = 1e18
@@ -88,6 +90,33 @@ class PoolState:
         self.vol_rate = 0.0  # exponentially weighted WETH volume per block
         self.vol_block = block
 
+    def state(self) -> dict[str, Any]:
+        """Scalars as they are (reserves in exact wei), rings and windows by their own state."""
+        return {"v": 1,
+                "blocks": [self.first_block, self.last_block, self.launch_block,
+                           self.vol_block],
+                "weth_is_0": self.weth_is_0, "price": self.price, "liquidity": self.liquidity,
+                "peak_liquidity": self.peak_liquidity, "vol_rate": self.vol_rate,
+                "prices": self.prices.state(), "reserves": self.reserves.state(),
+                "short": self.short.state(), "long": self.long.state(),
+                "burns": [list(b) for b in self.burns]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        fields(state, "pool", 1, blocks=list, weth_is_0=bool, price=float, liquidity=int,
+               peak_liquidity=int, vol_rate=float, prices=dict, reserves=dict, short=dict,
+               long=dict, burns=list)
+        try:
+            (self.first_block, self.last_block, self.launch_block,
+             self.vol_block) = (int(b) for b in state["blocks"])
+            burns = [(int(b), int(w), str(i)) for b, w, i in state["burns"]]
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"pool state does not fit: {exc}") from exc
+        self.weth_is_0, self.price = state["weth_is_0"], float(state["price"])
+        self.liquidity, self.peak_liquidity = state["liquidity"], state["peak_liquidity"]
+        self.vol_rate, self.burns = float(state["vol_rate"]), burns
+        for name in ("prices", "reserves", "short", "long"):
+            getattr(self, name).load_state(state[name])
+
 
 class PoolFeatures:
     """Per-pool state for every pool seen, plus first sightings of traders (fresh wallets).
@@ -108,6 +137,18 @@ class PoolFeatures:
     @property
     def evictions(self) -> int:
         return self.pools.evictions + self.wallets.evictions
+
+    def state(self) -> dict[str, Any]:
+        """Both stores, keys in recency order with their eviction counts."""
+        return {"v": 1, "pools": self.pools.state(), "wallets": self.wallets.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        fields(state, "pool features", 1, pools=dict, wallets=dict)
+        pools: KeyedStore[PoolState] = KeyedStore(PoolState, self.max_pools, self.idle_blocks)
+        wallets: KeyedStore[Seen] = KeyedStore(Seen, self.max_wallets, self.idle_blocks)
+        pools.load_state(state["pools"])
+        wallets.load_state(state["wallets"])
+        self.pools, self.wallets = pools, wallets
 
     def update(self, ev: DexEvent) -> dict[str, float]:
         """Fold ``ev`` into its pool's state and return the pool's features after it."""

@@ -20,13 +20,20 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+
+from pipeline.state import StateError, fields
 
 
 class Tracked(Protocol):
-    """Per-key state knows the last block its key was seen in."""
+    """Per-key state knows the last block its key was seen in, and saves itself as plain
+    data (:mod:`pipeline.state`)."""
 
     last_block: int
+
+    def state(self) -> dict[str, Any]: ...
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
 
 
 V = TypeVar("V", bound=Tracked)
@@ -41,13 +48,21 @@ class Seen:
         self.first_block = block
         self.last_block = block
 
+    def state(self) -> dict[str, Any]:
+        return {"v": 1, "first_block": self.first_block, "last_block": self.last_block}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        fields(state, "seen key", 1, first_block=int, last_block=int)
+        self.first_block, self.last_block = state["first_block"], state["last_block"]
+
 
 class KeyedStore(Generic[V]):
     """key → state, created on first sight by ``factory(block)``, evicted when idle or full.
 
-    ``factory`` must be picklable (a class or a module-level function), since the store is
-    part of a checkpoint. Keys are kept in recency order, so eviction only ever looks at the
-    front: O(1) per access.
+    Keys are kept in recency order, so eviction only ever looks at the front: O(1) per
+    access. :meth:`state` saves the keys in that order with each one's own state and the
+    eviction counter; :meth:`load_state` rebuilds every value with ``factory`` and loads its
+    state into it (the limits are configuration, not state).
     """
 
     def __init__(self, factory: Callable[[int], V], max_keys: int = 100_000,
@@ -88,6 +103,22 @@ class KeyedStore(Generic[V]):
                 break
             items.popitem(last=False)
             self.evictions += 1
+
+    def state(self) -> dict[str, Any]:
+        return {"v": 1, "evictions": self.evictions,
+                "items": [[key, value.state()] for key, value in self._items.items()]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        fields(state, "keyed store", 1, evictions=int, items=list)
+        items: OrderedDict[str, V] = OrderedDict()
+        for entry in state["items"]:
+            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
+                raise StateError("keyed store state: an item is not a [key, state] pair")
+            value = self.factory(0)
+            value.load_state(entry[1])
+            items[entry[0]] = value
+        self.evictions = state["evictions"]
+        self._items = items
 
     def __len__(self) -> int:
         return len(self._items)

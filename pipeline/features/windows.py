@@ -8,6 +8,9 @@
 * :class:`Counterparties` — the distinct counterparties of one address over its last
   ``blocks`` blocks.
 
+Each saves its contents with ``state()`` and takes them back with ``load_state`` (plain data,
+:mod:`pipeline.state`); its size in blocks is configuration and not saved.
+
 >>> ring = BlockRing(8)
 >>> ring.set(10, 1.0); ring.set(12, 2.0)
 >>> ring.at(11), ring.at(12), ring.at(3)
@@ -17,6 +20,9 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
+
+from pipeline.state import StateError, fields
 
 
 class BlockRing:
@@ -47,6 +53,18 @@ class BlockRing:
                 values[b % size] = carried
         self.block = block
         values[block % size] = value
+
+    def state(self) -> dict[str, Any]:
+        return {"v": 1, "block": self.block, "first": self.first, "values": list(self.values)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        fields(state, "block ring", 1, block=int, first=int, values=list)
+        values = state["values"]
+        if len(values) != self.size or not all(isinstance(v, float | int) for v in values):
+            raise StateError(f"block ring state: expected {self.size} numbers, got "
+                             f"{len(values)} values")
+        self.block, self.first = state["block"], state["first"]
+        self.values = [float(v) for v in values]
 
     def at(self, block: int) -> float | None:
         """The close of ``block``: None before the first value or beyond the ring."""
@@ -98,6 +116,28 @@ class TradeWindow:
         if entry is None:
             entry = self.traders[trader] = [0, 0, 0, 0, 0]
         self._apply(entry, buy, weth, 1, fresh)
+
+    def state(self) -> dict[str, Any]:
+        """The swaps in order, each trader's entry and the running aggregates (exact ints)."""
+        return {"v": 1, "trades": [list(t) for t in self.trades],
+                "traders": {t: list(e) for t, e in self.traders.items()},
+                "totals": [self.buys, self.sells, self.buy_weth, self.sell_weth, self.buyers,
+                           self.fresh_buyers, self.two_sided, self.buyer_sq, self.round_trip]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        fields(state, "trade window", 1, trades=list, traders=dict, totals=list)
+        try:
+            trades = deque((int(b), str(t), bool(buy), int(w), str(i))
+                           for b, t, buy, w, i in state["trades"])
+            traders = {str(t): [int(n) for n in e] for t, e in state["traders"].items()}
+            (self.buys, self.sells, self.buy_weth, self.sell_weth, self.buyers,
+             self.fresh_buyers, self.two_sided, self.buyer_sq,
+             self.round_trip) = (int(n) for n in state["totals"])
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"trade window state does not fit: {exc}") from exc
+        if any(len(e) != 5 for e in traders.values()):
+            raise StateError("trade window state: a trader entry is not 5 counts")
+        self.trades, self.traders = trades, traders
 
     def expire(self, block: int) -> None:
         """Drop the swaps older than the window ending at ``block``."""
@@ -181,6 +221,20 @@ class Counterparties:
         self.counts[other] = self.counts.get(other, 0) + 1
         self.value += value
         self.flagged += flag
+
+    def state(self) -> dict[str, Any]:
+        return {"v": 1, "events": [list(e) for e in self.events], "counts": dict(self.counts),
+                "value": self.value, "flagged": self.flagged}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        fields(state, "counterparties", 1, events=list, counts=dict, value=float, flagged=int)
+        try:
+            events = [(int(b), str(o), float(v), bool(f)) for b, o, v, f in state["events"]]
+            counts = {str(k): int(n) for k, n in state["counts"].items()}
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"counterparties state does not fit: {exc}") from exc
+        self.events, self.counts = events, counts
+        self.value, self.flagged = float(state["value"]), state["flagged"]
 
     def expire(self, block: int) -> None:
         events, horizon = self.events, block - self.blocks
