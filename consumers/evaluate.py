@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from kafka import TopicPartition
 
 from consumers.report import Timeline, write_report
 from consumers.scorer import ScorerService
+from consumers.tasks import TaskManager
 from pipeline import clients, codec
 from pipeline.alerts import Alert
 from pipeline.broker import LocalBroker
@@ -53,25 +54,45 @@ from producers.synth import SynthConfig, SyntheticChain
 
 SOURCES = ("synth", "blte", "uniswap-v2")
 LABEL_DELAY_BLOCKS = 5760  # about a day: when a replayed label is released in stream time
-_LABEL_TESTS: list[tuple[float, int]] = []  # filled by RecordingScorer in this process
-_LABELS_READ: list[int] = [0]  # labels RecordingScorer was given, in this process
 
 
 class RecordingScorer(Scorer):
-    """A Scorer that also records the supervised model's prequential (score, label) pairs."""
+    """A Scorer that keeps the supervised model's prequential (score, label) pairs and counts
+    the labels it is given, until a :class:`PrequentialLog` drains them."""
 
     def __init__(self, seed: int = 42) -> None:
         super().__init__(seed)
         self.transactions.supervised.test_log = []
+        self.labels_read = 0
 
     def process(self, record: ChainRecord, source: dict[str, Any]) -> list[Alert]:
-        _LABELS_READ[0] += isinstance(record, Label)
-        alerts = super().process(record, source)
-        log = self.transactions.supervised.test_log
-        if log:  # drained after every record, so checkpoints carry none of it
-            _LABEL_TESTS.extend(log)
-            log.clear()
-        return alerts
+        self.labels_read += isinstance(record, Label)
+        return super().process(record, source)
+
+
+@dataclass
+class PrequentialLog:
+    """What the RecordingScorers of one evaluation recorded, drained after every record.
+
+    Draining after every record (:meth:`collect`, from the service's ``on_scored`` hook)
+    leaves the Scorers' own logs empty whenever they are checkpointed, so checkpoints carry
+    none of it, and a Scorer restored from a checkpoint records on from where it was drained.
+    """
+
+    pairs: list[tuple[float, int]] = field(default_factory=list)
+    labels: int = 0
+
+    def collect(self, tasks: TaskManager | None) -> None:
+        for task in tasks.tasks.values() if tasks is not None else ():
+            scorer = task.scorer
+            if not isinstance(scorer, RecordingScorer):
+                continue
+            self.labels += scorer.labels_read
+            scorer.labels_read = 0
+            log = scorer.transactions.supervised.test_log
+            if log:
+                self.pairs.extend(log)
+                log.clear()
 
 
 @dataclass(frozen=True)
@@ -89,8 +110,7 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
                    stop: threading.Event | None = None) -> dict[str, Any]:
     """Produce, score, grade; write the report to ``out`` and return the summary."""
     stop = stop or threading.Event()
-    _LABEL_TESTS.clear()
-    _LABELS_READ[0] = 0
+    recorded = PrequentialLog()
     with _broker(bootstrap) as address, tempfile.TemporaryDirectory(prefix="cw-eval-") as tmp:
         settings = settings.replace(bootstrap_servers=address,
                                     checkpoint_uri=str(Path(tmp) / "checkpoints"),
@@ -104,7 +124,12 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
         status = Progress(lambda: f"evaluate: scored {service.stats.consumed:,}/{produced:,} "
                           f"events · {rate(service.stats.consumed, status.elapsed)}",
                           enabled=progress)
-        service.on_scored = lambda _ts, _n: status.tick()
+
+        def on_scored(_timestamp: int, _alerts: int) -> None:
+            recorded.collect(service.tasks)
+            status.tick()
+
+        service.on_scored = on_scored
         stats = service.run(input_finished=lambda: True)
         status.done()
         alerts = read_alerts(settings, sum(stats.alerts_by_type.values()))
@@ -123,12 +148,12 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
                      scored=_scored_alerts(alerts, report), delays=_delays(report),
                      timelines=_timelines(truth, dex, alerts))
     elif source.kind == "blte":
-        pairs = list(_LABEL_TESTS)
+        pairs = recorded.pairs
         # a label released after the last transaction of its partition is never applied, and
         # one whose transaction was no longer pending is not tested: labels - labels_tested
         summary["supervised"] = {"label_delay_blocks": LABEL_DELAY_BLOCKS,
                                  "models": settings.partitions.transactions,  # one per task
-                                 "labels": _LABELS_READ[0], "labels_tested": len(pairs),
+                                 "labels": recorded.labels, "labels_tested": len(pairs),
                                  "positives": sum(label for _, label in pairs),
                                  "roc_auc": roc_auc(pairs), "pr_auc": average_precision(pairs)}
         write_report(out, "chainwatch evaluation: BLTE labelled transactions", summary,
