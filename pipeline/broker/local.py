@@ -1,6 +1,7 @@
 """The :class:`LocalBroker`: Tansu on a loopback port, memory-backed or durable in a directory.
 
-An ``atexit`` hook stops every broker still running when Python exits.
+A started broker registers its :meth:`~LocalBroker.stop` with :mod:`atexit` (and a stopped one
+unregisters it), so every broker still running when Python exits is stopped.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class LocalBroker:
             except BaseException:
                 self.stop()
                 raise
-            _LIVE.add(self)
+            atexit.register(self.stop)  # until stop() unregisters it
             logger.info("started %r in %.2f s (log: %s)", self, time.monotonic() - started,
                         self._tansu.log_path)
         return self
@@ -148,7 +149,7 @@ class LocalBroker:
             if self._dir_lock is not None:
                 os.close(self._dir_lock)
                 self._dir_lock = None
-            _LIVE.discard(self)
+            atexit.unregister(self.stop)
             if was_started:
                 logger.info("stopped %r", self)
 
@@ -190,12 +191,3 @@ class LocalBroker:
         self._s3.wait_ready(deadline, self._startup_timeout_s)
         return self._s3.tansu_env()
 
-
-_LIVE: set[LocalBroker] = set()
-
-
-@atexit.register
-def _stop_live_brokers() -> None:
-    """Stop every broker this process started and did not stop."""
-    for broker in list(_LIVE):
-        broker.stop()
