@@ -1,7 +1,7 @@
 """Labelled fraud campaigns woven into the synthetic chain.
 
 A campaign is planned when the chain is built (who takes part, which pool, the block of each
-phase) and then acts block by block through :class:`~producers.synth.World`, so its trades
+phase) and then acts block by block through :class:`~producers.world.World`, so its trades
 move reserves and prices exactly like everyone else's. ``truth()`` is its ground truth:
 ``campaign_id``, ``type``, ``subject``, sorted ``participants``, ``start_block``, ``phases``
 (name → block), ``end_block`` (exclusive), plus keys of its type.

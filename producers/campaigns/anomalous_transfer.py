@@ -9,7 +9,7 @@ from producers.campaigns.base import ETHER, TRANSFER_GAS, Campaign
 
 if TYPE_CHECKING:
     from producers.amm import Pool
-    from producers.synth import World
+    from producers.world import World
 
 PATTERNS = ("dormant", "fan_out", "peel_chain")
 BACKGROUND_MEDIAN_ETH = 0.3

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from producers.amm import Pool
-    from producers.synth import World
+    from producers.world import World
 
 ETHER = 10**18
 TRANSFER_GAS = 21_000

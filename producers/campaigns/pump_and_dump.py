@@ -9,7 +9,7 @@ from producers.campaigns.base import Campaign
 
 if TYPE_CHECKING:
     from producers.amm import Pool
-    from producers.synth import World
+    from producers.world import World
 
 
 class PumpAndDump(Campaign):

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from producers.amm import MINIMUM_LIQUIDITY
 from producers.campaigns.base import ETHER, Campaign
+from producers.world import derive_address
 
 if TYPE_CHECKING:
     from producers.amm import Pool
-    from producers.synth import World
+    from producers.world import World
 
 DEPLOY_GAS = 1_800_000
 MINT_AND_SELL_SHARE = 0.3
@@ -31,8 +32,6 @@ class RugPull(Campaign):
 
     def __init__(self, campaign_id: str, start_block: int, world: World, pool: Pool,
                  difficulty: float) -> None:
-        from producers.synth import derive_address  # noqa: PLC0415 (synth imports campaigns)
-
         super().__init__(campaign_id, start_block)
         rng, seed = world.rng, world.config.seed
         loud = 1.0 - difficulty

@@ -11,7 +11,7 @@ from producers.campaigns.rug_pull import RugPull
 from producers.campaigns.wash_trading import WashTrading
 
 if TYPE_CHECKING:
-    from producers.synth import World
+    from producers.world import World
 
 CAMPAIGN_TYPES: dict[str, CampaignFactory] = {
     "pump_and_dump": PumpAndDump,

@@ -8,7 +8,7 @@ from producers.campaigns.base import TOKEN_TRANSFER_GAS, Campaign
 
 if TYPE_CHECKING:
     from producers.amm import Pool
-    from producers.synth import World
+    from producers.world import World
 
 ERC20_TRANSFER = "0xa9059cbb"  # transfer(address,uint256)
 PASS_ON_SHARE = 0.6
