@@ -11,9 +11,9 @@ never read each other:
   only on the order of transactions and token transfers.
 """
 
-from pipeline.scoring.common import DriftWatch, build_alert, severity
+from pipeline.scoring.common import DriftWatch
 from pipeline.scoring.dex import DexScoring
 from pipeline.scoring.scorer import Scorer
 from pipeline.scoring.transactions import TransactionScoring
 
-__all__ = ["DexScoring", "DriftWatch", "Scorer", "TransactionScoring", "build_alert", "severity"]
+__all__ = ["DexScoring", "DriftWatch", "Scorer", "TransactionScoring"]

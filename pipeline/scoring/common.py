@@ -1,4 +1,4 @@
-"""What both per-topic scorers share: alert building, severities, drift on score streams."""
+"""What both per-topic scorers share: drift on the score streams of their rules."""
 
 from __future__ import annotations
 
@@ -6,49 +6,15 @@ from typing import Any
 
 from pipeline.alerts import Alert
 from pipeline.detectors import Cooldown, ScoreDrift
+from pipeline.rules import build_alert
 
 DRIFT_ALERT_GAP_BLOCKS = 1_000
 """At most one ``model_drift`` alert per detector in this many blocks."""
 
 
-def severity(score: float) -> str:
-    """Severity from a score in [0, 1].
-
-    >>> [severity(s) for s in (0.3, 0.6, 0.8, 0.95, 0.99)]
-    ['low', 'medium', 'medium', 'high', 'critical']
-    """
-    if score >= 0.98:
-        return "critical"
-    if score >= 0.9:
-        return "high"
-    if score >= 0.6:
-        return "medium"
-    return "low"
-
-
-def rounded(x: dict[str, float], keys: tuple[str, ...] | None = None) -> dict[str, float]:
-    """Feature values for evidence, rounded so their JSON is short and stable."""
-    if keys is None:
-        return {k: round(v, 6) for k, v in sorted(x.items())}
-    return {k: round(x[k], 6) for k in keys if k in x}
-
-
-def build_alert(*, type: str, score: float, subject: str, detector: Any,
-                evidence: dict[str, Any], source: dict[str, Any], item_ids: list[str],
-                block: int, timestamp: int, addresses: tuple[str, ...] = (),
-                level: str | None = None) -> Alert:
-    """An :class:`~pipeline.alerts.Alert` at stream time ``timestamp`` of ``block``."""
-    return Alert.build(
-        type=type, severity=level or severity(score), score=score, subject=subject,
-        detector=detector.name, model_version=detector.version, evidence=evidence,
-        source=source | {"item_ids": item_ids}, event_time=timestamp, detected_at=timestamp,
-        addresses=addresses, labels={"block_number": block},
-    )
-
-
 class DriftWatch:
     """ADWIN (:class:`~pipeline.detectors.ScoreDrift`) on the mean score of each named
-    detector per span of ``span_blocks`` blocks; a detected change may raise one
+    rule per span of ``span_blocks`` blocks; a detected change may raise one
     ``model_drift`` alert per detector every :data:`DRIFT_ALERT_GAP_BLOCKS`.
 
     Scores are averaged per span of stream time and fed when the stream enters a later span,
@@ -98,7 +64,8 @@ class DriftWatch:
         partitioning that gives the detector the same stream."""
         return [build_alert(
             type="model_drift", score=min(1.0, monitor.score_one({"score": mean})),
-            subject=f"{name}@{item_id}", detector=monitor,
+            subject=f"{name}@{item_id}", detector=monitor.name,
+            version=monitor.version,
             evidence={"detector": name, "span_mean_score": round(mean, 6),
                       "window_mean_score": round(float(monitor.adwin.estimation), 6),
                       "window_width": int(monitor.adwin.width), "drifts": monitor.drifts,

@@ -33,17 +33,22 @@ from typing import Any
 
 from pipeline.alerts import Alert
 from pipeline.records import ChainRecord, DexEvent, Label, TokenTransfer, Transaction
+from pipeline.rules import RuleSet
 from pipeline.scoring.dex import DexScoring
 from pipeline.scoring.transactions import TransactionScoring
 
 
 class Scorer:
-    """One partition's whole state (features, models, filters) and the rules that alert."""
+    """One partition's whole state (features, models, filters) and the rules that alert.
 
-    def __init__(self, seed: int = 42) -> None:
+    ``rules`` defaults to the registered rules with their defaults (``RuleSet.load()``).
+    """
+
+    def __init__(self, seed: int = 42, rules: RuleSet | None = None) -> None:
         self.seed = seed
-        self.dex = DexScoring(seed)
-        self.transactions = TransactionScoring(seed)
+        self.ruleset = rules if rules is not None else RuleSet.load()
+        self.dex = DexScoring(self.ruleset, seed)
+        self.transactions = TransactionScoring(self.ruleset, seed)
         self.events = 0
 
     def process(self, record: ChainRecord, source: dict[str, Any]) -> list[Alert]:
@@ -68,7 +73,7 @@ class Scorer:
     def metrics(self) -> dict[str, float]:
         """Counters and gauges for the service to export (names without a prefix):
         events per topic, keys tracked and evictions per feature store, drifts detected per
-        detector, label bookkeeping, alerts raised per type, the anomaly threshold."""
+        rule, label bookkeeping, alerts raised per type, errors raised by each rule's detector."""
         out: dict[str, float] = {"events": float(self.events)}
         out |= self.dex.metrics()
         out |= self.transactions.metrics()

@@ -1,5 +1,6 @@
-"""Scoring of one partition's transactions topic: anomalous transfers, drift, and the
-supervised model that learns from delayed labels.
+"""Scoring of one partition's transactions topic: the rules on kind ``transactions`` (by
+default the anomalous-transfer rule), drift on their scores, and the supervised model that
+learns from delayed labels.
 
 Alerts depend only on the order of the transactions and token transfers given here. Labels
 train the supervised model, which raises no alert, so the order in which labels interleave
@@ -18,35 +19,27 @@ import heapq
 from typing import Any
 
 from pipeline.alerts import Alert
-from pipeline.detectors import DelayedLabelModel, QuantileFilter, ScoreDrift, TransferAnomaly
+from pipeline.detectors import DelayedLabelModel, ScoreDrift
 from pipeline.features import AddressFeatures
 from pipeline.records import Label, TokenTransfer, Transaction
-from pipeline.scoring.common import DriftWatch, build_alert, rounded
+from pipeline.rules import Event, Rule, RuleSet
+from pipeline.scoring.common import DriftWatch
 
-ANOMALY_EVIDENCE = ("log_value", "novel_value", "novel_fan_out", "value_out_10",
-                    "new_recipients_10", "fan_out_10", "sender_txs_10", "sender_age",
-                    "sender_idle", "sender_new", "first_send", "recipient_new",
-                    "share_of_received", "value_z", "gas_premium")
 MAX_WAITING_LABELS = 200_000
-MIN_VALUE_OUT = 0.6
-"""An anomaly alerts only if its sender moved ≥ 10**0.6 - 1 ≈ 3 ETH in 10 blocks: a strange
-dust transfer is not worth an analyst's time (it still is not learned)."""
 
 
 class TransactionScoring:
-    """Address features, the unsupervised anomaly detector behind a quantile filter, and the
-    supervised delayed-label model."""
+    """Address features, the ``transactions`` rules of ``rules``, and the supervised
+    delayed-label model."""
 
-    def __init__(self, seed: int = 42) -> None:
+    def __init__(self, rules: RuleSet, seed: int = 42) -> None:
         self.seed = seed
         self.features = AddressFeatures()
-        self.anomaly = TransferAnomaly(seed=seed)
-        self.anomaly_filter = QuantileFilter(q=0.9995, window=5_000, warmup=2_000,
-                                             cooldown_blocks=100)
+        self.rules: list[Rule] = rules.build("transactions", seed)
         # no age limit on items awaiting a label, only the count (max_pending): in a replay the
         # labels topic may be read long after the transactions, and a label must still match
         self.supervised = DelayedLabelModel(seed=seed, max_delay_blocks=2**62)
-        self.drift = DriftWatch((self.anomaly.name,))
+        self.drift = DriftWatch(tuple(r.name for r in self.rules if r.spec.drift))
         self.supervised_drift = ScoreDrift()  # a metric only: labels make it order-dependent
         self.events = 0
         self.labels = 0
@@ -73,33 +66,18 @@ class TransactionScoring:
             alerts += self.drift.drift_alerts(drifted, item_id, source, block,
                                               tx.block_timestamp)
         x = self.features.update(tx)
-
-        score = self.anomaly.score_one(x)
-        if self.anomaly.seen >= self.anomaly.window_size:  # warm: its scores mean something
-            self.drift.add(self.anomaly.name, score)
-        f = self.anomaly_filter
-        if not f.flags(score):
-            self.anomaly.learn_one(x)  # anomalies are not learned
-        elif x["value_out_10"] >= MIN_VALUE_OUT and f.decide(tx.from_address, block):
-            alerts.append(self._anomaly_alert(tx, x, score, source))
+        event = Event(tx, x, self.features, tx.from_address, source)
+        for rule in self.rules:
+            score, alert = rule.apply(event)
+            if rule.spec.drift and rule.warm:
+                self.drift.add(rule.name, score)
+            if alert is not None:
+                alerts.append(alert)
 
         self.supervised.remember(item_id, block, x)  # scored now, learned when labelled
         for alert in alerts:
             self.alerts[alert.type] = self.alerts.get(alert.type, 0) + 1
         return alerts
-
-    def _anomaly_alert(self, tx: Transaction, x: dict[str, float], score: float,
-                       source: dict[str, Any]) -> Alert:
-        f = self.anomaly_filter
-        evidence: dict[str, Any] = rounded(x, ANOMALY_EVIDENCE) | {
-            "threshold": round(f.threshold, 6), "quantile": f.q,
-            "thresholds": {"min_value_out_10": MIN_VALUE_OUT}}
-        return build_alert(type="anomalous_transfer", score=score, subject=tx.from_address,
-                           detector=self.anomaly, evidence=evidence, source=source,
-                           item_ids=[tx.item_id], block=tx.block_number,
-                           timestamp=tx.block_timestamp,
-                           addresses=tuple(a for a in (tx.from_address, tx.to_address) if a),
-                           level="medium" if x["novel_value"] >= 1.0 else "low")
 
     def learn_label(self, label: Label) -> None:
         """Apply ``label`` now if the stream has reached its release block, else later."""
@@ -121,15 +99,12 @@ class TransactionScoring:
                 model.last_test is not None:
             self.supervised_drift.learn_one({"score": model.last_test[0]})
 
-
     def metrics(self) -> dict[str, float]:
         feats, model = self.features, self.supervised
         out: dict[str, float] = {
             "transaction_events": float(self.events),
             "addresses_tracked": float(len(feats.addresses)),
             "evictions_addresses": float(feats.addresses.evictions),
-            "anomaly_threshold": f if (f := self.anomaly_filter.threshold) < float("inf")
-            else 0.0,
             "labels": float(self.labels),
             "labels_waiting": float(len(self.waiting)),
             "labels_dropped": float(self.labels_dropped),
@@ -141,4 +116,6 @@ class TransactionScoring:
         }
         for name, count in self.drift.drifts.items():
             out[f"drifts_{name}"] = float(count)
+        for rule in self.rules:
+            out[f"rule_errors_{rule.name}"] = float(rule.errors)
         return out

@@ -1,0 +1,87 @@
+"""The built-in rules: registered through the entry-point group ``chainwatch.detectors`` in
+``pyproject.toml``, exactly as a user's, under their alert type's name.
+
+Each is a :class:`~pipeline.rules.spec.RuleSpec` with today's defaults and an explainer that
+reports what an analyst needs to see for that pattern (the buyers of a pump, the burns of a
+drain, the ring of a wash). A settings table of the same name re-parameterises or disables
+one (``[detectors.wash_trading]`` ``enabled = false``).
+"""
+
+from __future__ import annotations
+
+from pipeline.records import DexEvent
+from pipeline.rules.alerting import rounded
+from pipeline.rules.rule import Event, Finding, Rule
+from pipeline.rules.spec import RuleSpec
+
+PUMP_EVIDENCE = ("return_1", "return_3", "return_5", "return_10", "unique_buyers_5",
+                 "buyer_hhi_5", "fresh_buyer_share_5", "imbalance_5", "buys_5", "sells_5",
+                 "buy_weth_5", "price_drop_10", "price", "liquidity_weth", "age", "launch_age")
+RUG_EVIDENCE = ("liquidity_drop_3", "liquidity_peak_3", "liquidity_weth", "drawdown",
+                "price_drop_10", "return_1", "lp_burns_20", "lp_removed_weth_20", "age",
+                "launch_age", "unique_buyers_5", "fresh_buyer_share_5")
+WASH_EVIDENCE = ("round_trip_share_20", "two_sided_20", "trades_20", "traders_20",
+                 "net_flow_20", "turnover_20", "volume_ratio_20", "return_20", "liquidity_weth")
+ANOMALY_EVIDENCE = ("log_value", "novel_value", "novel_fan_out", "value_out_10",
+                    "new_recipients_10", "fan_out_10", "sender_txs_10", "sender_age",
+                    "sender_idle", "sender_new", "first_send", "recipient_new",
+                    "share_of_received", "value_z", "gas_premium")
+
+PUMP_AND_DUMP = RuleSpec(
+    name="pump_and_dump", detector="pipeline.detectors:PumpPhase", kind="dex",
+    threshold=0.6, evidence=PUMP_EVIDENCE, explain="pipeline.rules.builtin:explain_pump")
+RUG_PULL = RuleSpec(
+    name="rug_pull", detector="pipeline.detectors:LiquidityDrain", kind="dex",
+    threshold=0.5, evidence=RUG_EVIDENCE, explain="pipeline.rules.builtin:explain_rug")
+WASH_TRADING = RuleSpec(
+    name="wash_trading", detector="pipeline.detectors:WashTrading", kind="dex",
+    threshold=0.7, evidence=WASH_EVIDENCE, explain="pipeline.rules.builtin:explain_wash")
+ANOMALOUS_TRANSFER = RuleSpec(
+    name="anomalous_transfer", detector="pipeline.detectors:TransferAnomaly",
+    kind="transactions", quantile=0.9995, window=5_000, warmup=2_000,
+    # a strange dust transfer is not worth an analyst's time: the sender moved >= 10**0.6 - 1
+    # (about 3) ETH in 10 blocks
+    require={"value_out_10": 0.6}, evidence=ANOMALY_EVIDENCE,
+    explain="pipeline.rules.builtin:explain_anomaly")
+
+
+def _dex(event: Event) -> DexEvent:
+    assert isinstance(event.record, DexEvent)
+    return event.record
+
+
+def explain_pump(rule: Rule, event: Event, score: float) -> Finding:
+    """The pump's phase and the buys of the last blocks."""
+    phase = getattr(rule.detector, "phase", None)
+    evidence = rounded(event.x, rule.spec.evidence) | rule.cut()
+    if phase is not None:
+        evidence["phase"] = phase(event.x)
+    return Finding(evidence, item_ids=event.state.short.item_ids(buys_only=True))
+
+
+def explain_rug(rule: Rule, event: Event, score: float) -> Finding:
+    """The LP burns before the drain and the drain itself; the one who took the WETH."""
+    ev = _dex(event)
+    items = [item for _, _, item in event.state.burns if item != ev.item_id] + [ev.item_id]
+    actor = ev.to or ev.sender
+    return Finding(rounded(event.x, rule.spec.evidence) | {"kind": ev.kind} | rule.cut(),
+                   item_ids=items,
+                   addresses=(ev.token0, ev.token1, *([actor] if actor else [])),
+                   severity="critical" if score >= 0.9 else "high")
+
+
+def explain_wash(rule: Rule, event: Event, score: float) -> Finding:
+    """The ring: the traders who bought and sold, and their last trades."""
+    ev = _dex(event)
+    window = event.state.long
+    cluster = window.top_traders(two_sided=True)
+    members = set(cluster)
+    items = [t[4] for t in window.trades if t[1] in members][-64:]
+    return Finding(rounded(event.x, rule.spec.evidence) | rule.cut(), item_ids=items,
+                   addresses=(ev.token0, ev.token1, *cluster))
+
+
+def explain_anomaly(rule: Rule, event: Event, score: float) -> Finding:
+    """Medium when value moved through a wallet never seen before, else low."""
+    return Finding(rounded(event.x, rule.spec.evidence) | rule.cut(),
+                   severity="medium" if event.x.get("novel_value", 0.0) >= 1.0 else "low")
