@@ -7,6 +7,7 @@ from typing import Any
 from river import anomaly, preprocessing
 
 from pipeline.detectors.base import Configurable
+from pipeline.state import fields, river_blob, river_estimator
 
 TRANSFER_FEATURES = ("novel_value", "novel_fan_out", "value_out_10")
 """Value moved by and to novel wallets, the fan-out of a young sender to never-seen
@@ -28,6 +29,9 @@ class TransferAnomaly(Configurable):
     were learned (the trees have no reference mass before). ``score_one`` learns nothing; the
     scorer calls ``learn_one`` only for events its :class:`~pipeline.detectors.base.QuantileFilter`
     did not flag, so anomalies never become the reference.
+
+    :meth:`state` saves the scaler and the trees as river blobs (:mod:`pipeline.state`) and
+    the count of events learned; :meth:`load_state` refuses blobs of another river version.
 
     >>> import random
     >>> rng, det = random.Random(0), TransferAnomaly(features=("a", "b"), window_size=100,
@@ -58,11 +62,29 @@ class TransferAnomaly(Configurable):
         get = x.get
         return {f: get(f, 0.0) for f in self.features}
 
+    @property
+    def warm(self) -> bool:
+        """Whether ``window_size`` events were learned: only then do its scores mean
+        something (a rule watches a detector's drift once it is warm)."""
+        return self.seen >= self.window_size
+
     def learn_one(self, x: dict[str, float]) -> None:
         v = self._vector(x)
         self.scaler.learn_one(v)
         self.trees.learn_one(self.scaler.transform_one(v))
         self.seen += 1
+
+    def state(self) -> dict[str, Any]:
+        return {"v": 1, "scaler": river_blob(self.scaler), "trees": river_blob(self.trees),
+                "seen": self.seen}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        fields(state, "transfer anomaly", 1, scaler=dict, trees=dict, seen=int)
+        scaler = river_estimator(state["scaler"], "transfer anomaly scaler",
+                                 lambda e: isinstance(e, preprocessing.MinMaxScaler))
+        trees = river_estimator(state["trees"], "transfer anomaly trees",
+                                lambda e: isinstance(e, anomaly.HalfSpaceTrees))
+        self.scaler, self.trees, self.seen = scaler, trees, state["seen"]
 
     def score_one(self, x: dict[str, float]) -> float:
         if self.seen < self.window_size:  # still warming up: no opinion yet

@@ -5,16 +5,22 @@ A detector scores; it never decides. :class:`ThresholdFilter` (a fixed threshold
 :class:`Cooldown` per subject so that one ongoing incident raises one alert, not one per event.
 The scorer learns a detector only from events its filter did not flag, so outliers never
 become the norm.
+
+The filters and the cool-down are state: each saves it with ``state()`` as plain data and
+takes it back with ``load_state`` (:mod:`pipeline.state`); their constructor arguments are
+configuration, never saved.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from river import stats
+
+from pipeline.state import StateError, fields
 
 
 def ramp(value: float, low: float, high: float) -> float:
@@ -77,6 +83,17 @@ class Cooldown:
         last.move_to_end(subject)
         return True
 
+    def state(self) -> dict[str, Any]:
+        """The subjects that may still block an alert, in the order they last alerted."""
+        return {"v": 1, "last": [[subject, block] for subject, block in self._last.items()]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        fields(state, "cooldown", 1, last=list)
+        try:
+            self._last = OrderedDict((str(s), int(b)) for s, b in state["last"])
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"cooldown state does not fit: {exc}") from exc
+
     def __len__(self) -> int:
         return len(self._last)
 
@@ -100,6 +117,13 @@ class ThresholdFilter:
     def decide(self, subject: str, score: float, block: int) -> bool:
         return score >= self.threshold and self.cooldown.allow(subject, block)
 
+    def state(self) -> dict[str, Any]:
+        return {"v": 1, "cooldown": self.cooldown.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        fields(state, "threshold filter", 1, cooldown=dict)
+        self.cooldown.load_state(state["cooldown"])
+
 
 class QuantileFilter:
     """Flag a score at or above the ``q`` quantile of the last ``window`` scores.
@@ -108,6 +132,10 @@ class QuantileFilter:
     a saturating score are handled; nothing is flagged before ``warmup`` scores were seen.
     :meth:`flags` updates the window and says whether the score is an outlier (the caller then
     skips learning it); :meth:`decide` adds the per-subject cool-down for alerting.
+
+    River's quantile keeps its window out of reach, so the filter keeps a copy of the last
+    ``window`` scores: :meth:`state` saves them and :meth:`load_state` rebuilds the quantile
+    by feeding them again, in order.
 
     >>> f = QuantileFilter(q=0.9, window=100, warmup=50, cooldown_blocks=10)
     >>> sum(f.flags((i * 37 % 100) / 100) for i in range(100)) <= 10
@@ -123,6 +151,7 @@ class QuantileFilter:
         self.cooldown_blocks = cooldown_blocks
         self.cooldown = Cooldown(cooldown_blocks)
         self.quantile = stats.RollingQuantile(q, window)
+        self.recent: deque[float] = deque(maxlen=window)  # the quantile's window, for state()
         self.seen = 0
         self.threshold = float("inf")
 
@@ -130,6 +159,7 @@ class QuantileFilter:
         """Is ``score`` an outlier against the scores before it? (Then it joins them.)"""
         cut = self.quantile.get() if self.seen >= self.warmup else None
         self.quantile.update(score)
+        self.recent.append(score)
         self.seen += 1
         if cut is None:
             return False
@@ -138,6 +168,23 @@ class QuantileFilter:
 
     def decide(self, subject: str, block: int) -> bool:
         return self.cooldown.allow(subject, block)
+
+    def state(self) -> dict[str, Any]:
+        return {"v": 1, "recent": list(self.recent), "seen": self.seen,
+                "threshold": self.threshold, "cooldown": self.cooldown.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        fields(state, "quantile filter", 1, recent=list, seen=int, threshold=float,
+               cooldown=dict)
+        recent = state["recent"]
+        if len(recent) > self.window or not all(isinstance(x, float | int) for x in recent):
+            raise StateError(f"quantile filter state: expected at most {self.window} scores")
+        quantile = stats.RollingQuantile(self.q, self.window)
+        for score in recent:
+            quantile.update(float(score))
+        self.cooldown.load_state(state["cooldown"])
+        self.quantile, self.recent = quantile, deque(map(float, recent), maxlen=self.window)
+        self.seen, self.threshold = state["seen"], float(state["threshold"])
 
 
 class Configurable:

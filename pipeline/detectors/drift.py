@@ -7,6 +7,7 @@ from typing import Any
 from river import drift
 
 from pipeline.detectors.base import Configurable
+from pipeline.state import fields, river_blob, river_estimator
 
 
 class ScoreDrift(Configurable):
@@ -16,6 +17,7 @@ class ScoreDrift(Configurable):
     block, so the stream is per block of stream time, not per event);
     :attr:`drift_detected` tells whether that value revealed a change and :attr:`drifts`
     counts them. ``score_one`` is how far a score lies from the current window's mean.
+    :meth:`state` saves ADWIN as a river blob (:mod:`pipeline.state`) and the counts.
 
     >>> d = ScoreDrift(delta=0.002)
     >>> for i in range(3000):
@@ -42,3 +44,14 @@ class ScoreDrift(Configurable):
 
     def score_one(self, x: dict[str, float]) -> float:
         return abs(x.get("score", 0.0) - float(self.adwin.estimation))
+
+    def state(self) -> dict[str, Any]:
+        return {"v": 1, "adwin": river_blob(self.adwin), "drifts": self.drifts,
+                "drift_detected": self.drift_detected}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        fields(state, "score drift", 1, adwin=dict, drifts=int, drift_detected=bool)
+        adwin = river_estimator(state["adwin"], "score drift ADWIN",
+                                lambda e: isinstance(e, drift.ADWIN))
+        self.adwin, self.drifts = adwin, state["drifts"]
+        self.drift_detected = state["drift_detected"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pipeline.detectors.base import Configurable
+from pipeline.state import StateError
 
 
 class LiquidityDrain(Configurable):
@@ -28,6 +31,14 @@ class LiquidityDrain(Configurable):
 
     def learn_one(self, x: dict[str, float]) -> None:
         return None
+
+    def state(self) -> dict[str, Any]:
+        """Nothing: it learns nothing (its configuration is not state)."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state:
+            raise StateError(f"liquidity drain keeps no state, got keys {sorted(state)}")
 
     def score_one(self, x: dict[str, float]) -> float:
         drop = x.get("liquidity_drop_3", 0.0)

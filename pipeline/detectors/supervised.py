@@ -12,10 +12,15 @@ labels and transactions topics were read. A service that reads the transactions 
 ahead of the labels topic (a replay produced before it is scored, a lagging label feed) would
 otherwise test items on a model that has not yet learned labels released long before them —
 an untrained model (0.5) for everything read before the first label.
+
+Its state (:meth:`DelayedLabelModel.state`) is explicit: the pending map in order, each
+item's feature values as little-endian float64 bytes, the unsettled queue and the counters;
+only the river model travels as a river blob (:mod:`pipeline.state`).
 """
 
 from __future__ import annotations
 
+import sys
 from array import array
 from collections import OrderedDict, deque
 from typing import Any
@@ -23,6 +28,7 @@ from typing import Any
 from river import compose, linear_model, optim, preprocessing
 
 from pipeline.detectors.base import Configurable
+from pipeline.state import StateError, fields, river_blob, river_estimator
 
 SUPERVISED_FEATURES = (
     "log_value", "log_gas", "log_gas_price", "gas_premium", "gas_used_ratio", "is_call",
@@ -208,11 +214,58 @@ class DelayedLabelModel(Configurable):
             return entry[2]
         return self._predict(entry[1])  # unsettled: every label learned so far is due for it
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restore a pickled model, also one of version 2 (pending scores were final)."""
-        if "unsettled" not in state:
-            state["unsettled"], state["unsettled_blocks"] = deque(), deque()
-            state["pending"] = OrderedDict(
-                (item_id, (entry[0], array("d", entry[1]), entry[2], SETTLED))
-                for item_id, entry in state["pending"].items())
-        self.__dict__.update(state)
+    def state(self) -> dict[str, Any]:
+        """Pending items ``[id, block, values, score, learned or SETTLED]`` in order, the
+        unsettled ids and blocks, the counters, the last test pair and the test log."""
+        return {"v": 1, "model": river_blob(self.model),
+                "pending": [[item_id, block, _pack(values), score, version]
+                            for item_id, (block, values, score, version) in self.pending.items()],
+                "unsettled": list(self.unsettled),
+                "unsettled_blocks": list(self.unsettled_blocks),
+                "counts": [self.learned, self.unmatched, self.expired],
+                "last_test": None if self.last_test is None else list(self.last_test),
+                "test_log": None if self.test_log is None else [list(t) for t in self.test_log]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        fields(state, "delayed label model", 1, model=dict, pending=list, unsettled=list,
+               unsettled_blocks=list, counts=list, last_test=(list, type(None)),
+               test_log=(list, type(None)))
+        model = river_estimator(state["model"], "delayed label model",
+                                lambda e: isinstance(e, compose.Pipeline))
+        width = len(self.features)
+        try:
+            pending = OrderedDict(
+                (str(item_id), (int(block), _unpack(values, width), float(score), int(version)))
+                for item_id, block, values, score, version in state["pending"])
+            unsettled = deque(str(i) for i in state["unsettled"])
+            blocks = deque(int(b) for b in state["unsettled_blocks"])
+            self.learned, self.unmatched, self.expired = (int(n) for n in state["counts"])
+            last = state["last_test"]
+            self.last_test = None if last is None else (float(last[0]), int(last[1]))
+            log = state["test_log"]
+            self.test_log = None if log is None else [(float(s), int(y)) for s, y in log]
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"delayed label model state does not fit: {exc}") from exc
+        if len(unsettled) != len(blocks):
+            raise StateError("delayed label model state: unsettled ids and blocks differ in "
+                             "length")
+        self.model, self.pending = model, pending
+        self.unsettled, self.unsettled_blocks = unsettled, blocks
+
+
+def _pack(values: array[float]) -> bytes:
+    """Feature values as little-endian float64 bytes (exact, and half a list's size)."""
+    if sys.byteorder == "little":
+        return values.tobytes()
+    swapped = array("d", values)
+    swapped.byteswap()
+    return swapped.tobytes()
+
+
+def _unpack(data: Any, width: int) -> array[float]:
+    if not isinstance(data, bytes) or len(data) != 8 * width:
+        raise ValueError(f"pending feature values are not {width} float64s")
+    values = array("d", data)
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values

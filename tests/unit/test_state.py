@@ -5,6 +5,7 @@ exactly like the one that was never interrupted."""
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -192,3 +193,136 @@ def test_a_component_state_with_a_missing_or_unknown_key_is_refused() -> None:
         PoolFeatures().load_state({k: v for k, v in state.items() if k != "wallets"})
     with pytest.raises(StateError, match=r"unknown keys \['extra'\]"):
         PoolFeatures().load_state(state | {"extra": 1})
+
+
+@cache
+def _feature_streams() -> tuple[tuple[dict[str, float], ...], tuple[Any, ...],
+                                tuple[dict[str, float], ...]]:
+    """(DEX features, (transaction, features) pairs, tx features) from the synthetic chain."""
+    pools, addresses = PoolFeatures(), AddressFeatures()
+    dex: list[dict[str, float]] = []
+    txs: list[tuple[Transaction, dict[str, float]]] = []
+    for r in _records():
+        if isinstance(r, DexEvent):
+            dex.append(pools.update(r))
+        elif isinstance(r, Transaction):
+            txs.append((r, addresses.update(r)))
+    return tuple(dex), tuple(txs), tuple(x for _, x in txs)
+
+
+def _restored(component: Any, fresh: Any) -> Any:
+    fresh.load_state(_round_trip({"c": component.state()})["c"])
+    return fresh
+
+
+def _twice(make: Callable[[], Any], feed: Callable[[Any, Any], Any], data: tuple[Any, ...],
+           ) -> tuple[list[Any], list[Any]]:
+    """Feed the first half to one instance, restore a fresh one from its state, feed both
+    the second half: what each gave, from the cut on."""
+    cut = len(data) // 2
+    original = make()
+    for item in data[:cut]:
+        feed(original, item)
+    copy = _restored(original, make())
+    return ([feed(original, item) for item in data[cut:]],
+            [feed(copy, item) for item in data[cut:]])
+
+
+def test_cooldown_and_threshold_filter_resume_exactly() -> None:
+    from pipeline.detectors import Cooldown, ThresholdFilter
+    dex, _, _ = _feature_streams()
+    subjects = [(f"pool{i % 7}", i // 3) for i in range(len(dex))]
+    scored = tuple((s, b, x.get("liquidity_drop_3", 0.0)) for (s, b), x in zip(subjects, dex,
+                                                                              strict=True))
+    mine, theirs = _twice(lambda: ThresholdFilter(0.2, 30),
+                          lambda f, e: f.decide(e[0], e[2], e[1]), scored)
+    assert mine == theirs and any(mine) and not all(mine)
+    mine, theirs = _twice(lambda: Cooldown(25), lambda c, e: c.allow(e[0], e[1]), scored)
+    assert mine == theirs and any(mine) and not all(mine)
+
+
+def test_quantile_filter_resumes_exactly_by_refeeding_its_window() -> None:
+    from pipeline.detectors import QuantileFilter
+    _, _, txs = _feature_streams()
+    scores = tuple((f"s{i % 11}", i // 4, x["novel_value"]) for i, x in enumerate(txs))
+
+    def feed(f: QuantileFilter, e: tuple[str, int, float]) -> tuple[bool, bool, float]:
+        flagged = f.flags(e[2])
+        return flagged, flagged and f.decide(e[0], e[1]), f.threshold
+
+    mine, theirs = _twice(lambda: QuantileFilter(0.95, 200, 100, 20), feed, scores)
+    assert mine == theirs and any(m[0] for m in mine)
+    half = QuantileFilter(0.9, 50, 10, 5)
+    half.flags(1.0)
+    assert _restored(half, QuantileFilter(0.9, 50, 10, 5)).state() == half.state()
+
+
+def test_transfer_anomaly_resumes_exactly() -> None:
+    from pipeline.detectors import TransferAnomaly
+
+    def feed(d: TransferAnomaly, x: dict[str, float]) -> float:
+        score = d.score_one(x)
+        d.learn_one(x)
+        return score
+
+    _, _, txs = _feature_streams()
+    mine, theirs = _twice(lambda: TransferAnomaly(window_size=100, seed=3), feed, txs)
+    assert mine == theirs and len(set(mine)) > 10
+
+
+def test_delayed_label_model_resumes_exactly() -> None:
+    from pipeline.detectors import DelayedLabelModel
+    _, pairs, _ = _feature_streams()
+    events: list[tuple[str, Any]] = []
+    for i, (tx, x) in enumerate(pairs):
+        events.append(("tx", (tx.item_id, tx.block_number, x)))
+        if i >= 5:  # the label of the transaction five before, released now
+            old_tx, old_x = pairs[i - 5]
+            events.append(("label", (old_tx.item_id, int(old_x["novel_value"] > 0.3),
+                                     tx.block_number)))
+
+    def feed(m: DelayedLabelModel, e: tuple[str, Any]) -> Any:
+        kind, args = e
+        out = m.remember(*args) if kind == "tx" else (m.learn_label(*args), m.last_test)
+        return out, m.expired, m.unmatched, len(m.pending), len(m.unsettled)
+
+    def make() -> DelayedLabelModel:
+        m = DelayedLabelModel(max_pending=300, max_delay_blocks=40)
+        m.test_log = []
+        return m
+
+    mine, theirs = _twice(make, feed, tuple(events))
+    assert mine == theirs and len({m[0] for m in mine if isinstance(m[0], float)}) > 10
+
+
+def test_score_drift_resumes_exactly() -> None:
+    from pipeline.detectors import ScoreDrift
+    rng = random.Random(5)
+    scores = tuple({"score": rng.betavariate(2, 5) + (0.4 if i > 900 else 0.0)}
+                   for i in range(1600))
+
+    def feed(d: ScoreDrift, x: dict[str, float]) -> tuple[float, bool, int]:
+        d.learn_one(x)
+        return d.score_one(x), d.drift_detected, d.drifts
+
+    mine, theirs = _twice(ScoreDrift, feed, scores)
+    assert mine == theirs and mine[-1][2] >= 1
+
+
+def test_rule_detectors_keep_no_state_and_resume_trivially() -> None:
+    from pipeline.detectors import LiquidityDrain, PumpPhase, WashTrading
+    dex, _, _ = _feature_streams()
+    for kind in (LiquidityDrain, PumpPhase, WashTrading):
+        assert kind().state() == {}
+        mine, theirs = _twice(kind, lambda d, x: (d.learn_one(x), d.score_one(x)), dex)
+        assert mine == theirs
+        with pytest.raises(StateError, match="keeps no state"):
+            kind().load_state({"v": 1})
+
+
+def test_a_detector_blob_of_another_river_version_is_refused() -> None:
+    from pipeline.detectors import TransferAnomaly
+    saved = TransferAnomaly().state()
+    saved["trees"]["river"] = "0.19.0"
+    with pytest.raises(StateError, match=r"saved under river 0\.19\.0"):
+        TransferAnomaly().load_state(saved)
