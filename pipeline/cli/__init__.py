@@ -10,10 +10,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
 
 from pipeline import logs
+from pipeline.cli import (
+    audit_cmd,
+    broker_cmd,
+    demo_cmd,
+    detectors_cmd,
+    evaluate_cmd,
+    produce_cmd,
+    score_cmd,
+    topics_cmd,
+)
+from pipeline.cli.parser import Parser
 from pipeline.errors import ChainwatchError
 from pipeline.settings import env_var
 
@@ -29,45 +39,7 @@ EXAMPLES = """examples:
 """
 
 
-Check = Callable[[argparse.Namespace], str | None]
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line that says where to look next.
-
-    ``checks`` (see :func:`pipeline.cli.common.add_check`) look at a command's arguments
-    together once they are parsed, e.g. ``--start-block`` after ``--end-block``; the problem
-    one returns fails the command the same way as a bad value, before anything runs.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.checks: list[Check] = []
-
-    def parse_known_args(self, args: Iterable[str] | None = None,
-                         namespace: Any = None) -> tuple[Any, list[str]]:
-        parsed, extras = super().parse_known_args(args, namespace)
-        for check in self.checks:
-            problem = check(parsed)
-            if problem is not None:
-                self.error(problem)
-        return parsed, extras
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-
 def build_parser() -> Parser:
-    from pipeline.cli import (
-        audit_cmd,
-        broker_cmd,
-        demo_cmd,
-        evaluate_cmd,
-        produce_cmd,
-        score_cmd,
-        topics_cmd,
-    )
-
     parser = Parser(
         prog="chainwatch",
         description="Streaming fraud detection for blockchain data.",
@@ -76,7 +48,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for module in (demo_cmd, produce_cmd, score_cmd, evaluate_cmd, audit_cmd, broker_cmd,
-                   topics_cmd):
+                   topics_cmd, detectors_cmd):
         module.add_parser(sub)
     return parser
 

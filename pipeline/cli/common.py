@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.cli import Check, Parser
+from pipeline.cli.parser import Check, Parser
 from pipeline.errors import ConfigError
 from pipeline.settings import LOG_FORMATS, Settings
 
