@@ -75,9 +75,11 @@ import pyarrow.fs as pafs
 from pipeline.checkpoint_key import CheckpointKey
 from pipeline.errors import CheckpointError
 from pipeline.keyfiles import fsync_path
+from pipeline.metrics import CHECKPOINTS_REFUSED
 from pipeline.secret import Secret
 
-__all__ = ["FORMAT_VERSION", "CheckpointKey", "CheckpointRef", "CheckpointStore"]
+__all__ = ["FORMAT_VERSION", "CheckpointKey", "CheckpointRef", "CheckpointRefused",
+           "CheckpointStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +101,19 @@ _REF_TYPES: dict[str, type] = {"uri": str, "group": str, "task": str, "seq": int
                                "size": int, "created_at": int, "meta": dict}
 
 
-class _Refused(CheckpointError):
+class CheckpointRefused(CheckpointError):
     """This checkpoint is bad (corrupt, unauthenticated, untrusted, of another format version,
-    misplaced or gone); an older one may do."""
+    misplaced or gone, or its state does not load); an older one may do.
+
+    ``reason`` is a short code, the label of ``chainwatch_checkpoints_refused_total``.
+    """
+
+    def __init__(self, message: str, reason: str = "header") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+_Refused = CheckpointRefused
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,22 +351,46 @@ class CheckpointStore:
                 self._fs.delete_file(target)
             raise
 
-    def prune(self, group: str, task: str, keep: int = 3) -> builtins.list[str]:
+    def prune(self, group: str, task: str, keep: int = 3, *,
+              good: CheckpointRef | None = None) -> builtins.list[str]:
         """Delete all but the newest ``keep`` checkpoints (by seq); return the deleted URIs.
 
-        Temporary files a crashed writer left behind more than an hour ago go too.
+        The newest checkpoint that verifies (its digest, and its tag when the store has a key)
+        is never deleted, however many newer corrupt ones there are: when one of those it
+        would delete is older than all that verify, they are read newest first until one
+        does. ``good`` is a checkpoint the caller knows verifies (the one it just saved):
+        when it is the newest, nothing is read. Temporary files a crashed writer left behind
+        more than an hour ago go too.
         """
         if keep < 0:
             raise CheckpointError(f"prune: keep must be >= 0, got {keep}")
         names, temps = self._scan(self._folder(group, task))
         now = time.time_ns()
-        doomed = [path for _, _, path in names[:max(len(names) - keep, 0)]]
-        doomed += [t.path for t in temps if t.mtime_ns is not None
-                   and now - t.mtime_ns > _STALE_TEMP_NS]
-        for path in doomed:
+        doomed = names[:max(len(names) - keep, 0)]
+        if doomed:
+            spared = self._newest_verified(group, task, names, good)
+            doomed = [name for name in doomed if name[0] != spared]
+        paths = [path for _, _, path in doomed]
+        paths += [t.path for t in temps if t.mtime_ns is not None
+                  and now - t.mtime_ns > _STALE_TEMP_NS]
+        for path in paths:
             with _io(f"delete {self._uri(path)}"), contextlib.suppress(FileNotFoundError):
                 self._fs.delete_file(path)
-        return [self._uri(path) for path in doomed]
+        return [self._uri(path) for path in paths]
+
+    def _newest_verified(self, group: str, task: str,
+                         names: builtins.list[tuple[int, str, str]],
+                         good: CheckpointRef | None) -> int | None:
+        """The seq of the newest checkpoint that verifies; None if none does."""
+        if good is not None and names and (good.seq, good.sha256) == names[-1][:2]:
+            return good.seq
+        for ref in reversed(self.list(group, task)):
+            try:
+                self.load(ref)
+            except _Refused:
+                continue
+            return ref.seq
+        return None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -401,7 +437,7 @@ class CheckpointStore:
         if actual != ref.sha256:
             raise _Refused(f"refusing checkpoint {ref.uri}: its name says sha256 {ref.sha256} "
                            f"but its content hashes to {actual}; it is corrupt or was tampered "
-                           "with, so restore an older one")
+                           "with, so restore an older one", reason="digest")
         header, start = _parse(blob, ref.uri, ref.group, ref.task, ref.seq)
         tagged = header["auth"] == _AUTH_HMAC
         end = len(blob) - TAG_SIZE if tagged else len(blob)
@@ -412,10 +448,11 @@ class CheckpointStore:
                               "it carries no authentication tag")
                            + "; it was not written with this scorer's checkpoint key (forged, "
                            "or the scorers of the group do not share one key file), so "
-                           "restore an older one")
+                           "restore an older one", reason="tag")
         if trusted is not None and not trusted(ref.sha256):
             raise _Refused(f"refusing checkpoint {ref.uri}: digest {ref.sha256} not in the "
-                           "audit log; it was never confirmed, so restore an older one")
+                           "audit log; it was never confirmed, so restore an older one",
+                           reason="untrusted")
         if end - start != header["size"] or self._ref(path, header) != ref:
             raise _Refused(f"refusing checkpoint {ref.uri}: its header does not match the "
                            "reference (size, created_at or meta differ)")
@@ -423,13 +460,30 @@ class CheckpointStore:
 
     def load_newest_good(self, group: str, task: str,
                          trusted: Callable[[str], bool] | None = None,
+                         accept: Callable[[CheckpointRef, bytes], None] | None = None,
                          ) -> tuple[CheckpointRef, bytes] | None:
-        """The newest checkpoint that loads, skipping refused ones with a warning each."""
-        for ref in reversed(self.list(group, task)):
+        """The newest checkpoint that loads and that ``accept`` takes, skipping refused ones.
+
+        ``accept(ref, data)`` sees the verified bytes and raises :class:`CheckpointRefused`
+        for a checkpoint its caller cannot use (its state does not decode): it is skipped like
+        a corrupt one; any other error propagates. Each checkpoint skipped is one warning
+        saying why and what happens next, and counts in
+        ``chainwatch_checkpoints_refused_total{reason}``.
+        """
+        refs = self.list(group, task)
+        for index in range(len(refs) - 1, -1, -1):
+            ref = refs[index]
             try:
-                return ref, self.load(ref, trusted=trusted)
+                data = self.load(ref, trusted=trusted)
+                if accept is not None:
+                    accept(ref, data)
             except _Refused as exc:
-                logger.warning("skipping checkpoint: %s", exc)
+                CHECKPOINTS_REFUSED.labels(reason=exc.reason).inc()
+                logger.warning("skipping checkpoint: %s; %s", exc,
+                               f"trying the previous one (seq {refs[index - 1].seq})" if index
+                               else "no older checkpoint is left (the task starts fresh)")
+                continue
+            return ref, data
         return None
 
     # -- helpers ---------------------------------------------------------------------------
@@ -469,7 +523,8 @@ def _parse(blob: bytes, uri: str, group: str, task: str, seq: int) -> tuple[dict
     if (found := re.match(rb"CWCKPT(\d+)\n", blob)) and found.group() != MAGIC:
         raise _Refused(f"{uri} is a checkpoint of format version {int(found.group(1))}; this "
                        f"chainwatch reads version {FORMAT_VERSION} only, so it is skipped "
-                       "(delete it, or restore with the chainwatch that wrote it)")
+                       "(delete it, or restore with the chainwatch that wrote it)",
+                       reason="format")
     if not blob.startswith(MAGIC) or end < 0:
         raise _Refused(f"{uri} is not a chainwatch checkpoint (bad magic or header)")
     try:
@@ -527,7 +582,8 @@ def _io(doing: str) -> Iterator[None]:
     try:
         yield
     except FileNotFoundError as exc:
-        raise _Refused(f"could not {doing}: it is gone (pruned meanwhile?)") from exc
+        raise _Refused(f"could not {doing}: it is gone (pruned meanwhile?)",
+                       reason="gone") from exc
     except OSError as exc:
         raise CheckpointError(f"could not {doing}: {exc}; check the checkpoint URI, that the "
                               "store is reachable and the credentials") from exc

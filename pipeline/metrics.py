@@ -44,6 +44,10 @@ CHECKPOINT_LAST_SUCCESS = Gauge(
 CHECKPOINT_SIZE = Histogram(
     "chainwatch_checkpoint_size_bytes", "Size of the state in each checkpoint written",
     buckets=(1e4, 1e5, 1e6, 4e6, 1.6e7, 6.4e7, 2.56e8, 1e9))
+CHECKPOINTS_REFUSED = Counter(
+    "chainwatch_checkpoints_refused", "Checkpoints refused on restore, by reason (digest, tag, "
+    "untrusted, header, format, gone, state_format, state); the task fell back to an older "
+    "one or started fresh", ["reason"])
 AUDIT_LOG_SIZE = Gauge(
     "chainwatch_audit_log_size", "Leaves in the audit log (its newest signed head's size)")
 AUDIT_HEAD_TIMESTAMP = Gauge(

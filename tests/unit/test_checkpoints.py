@@ -231,9 +231,30 @@ def test_prune_keeps_the_newest(store: CheckpointStore) -> None:
     assert store.list(GROUP, TASK) == refs[2:]
     assert store.save(GROUP, TASK, b"next").seq == 6  # seq never goes back
     assert store.prune(GROUP, TASK, keep=10) == []
-    assert len(store.prune(GROUP, TASK, keep=0)) == 4 and store.list(GROUP, TASK) == []
+    newest = store.list(GROUP, TASK)[-1]  # keep=0 still spares the newest that verifies
+    assert len(store.prune(GROUP, TASK, keep=0)) == 3 and store.list(GROUP, TASK) == [newest]
     with pytest.raises(CheckpointError, match="keep"):
         store.prune(GROUP, TASK, keep=-1)
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_prune_never_deletes_the_newest_checkpoint_that_verifies(tmp_path: Path,
+                                                                 keyed: bool) -> None:
+    store = CheckpointStore.from_uri(str(tmp_path / "ckpt"),
+                                     key=CheckpointKey.generate() if keyed else None)
+    refs = [store.save(GROUP, TASK, f"state-{i}".encode()) for i in range(6)]
+    for ref in refs[3:]:  # the newest three are corrupt: the newest good one is refs[2]
+        _flip_last_byte(_folder(tmp_path) / ref.name)
+    assert store.prune(GROUP, TASK, keep=3) == [r.uri for r in refs[:2]]
+    assert [r.seq for r in store.list(GROUP, TASK)] == [3, 4, 5, 6]
+    assert store.load_newest_good(GROUP, TASK) == (refs[2], b"state-2")
+    assert store.prune(GROUP, TASK, keep=1) == [r.uri for r in refs[3:5]]
+    assert store.load_newest_good(GROUP, TASK) == (refs[2], b"state-2")
+    fresh = store.save(GROUP, TASK, b"state-new")  # vouched for: nothing is read back
+    assert store.prune(GROUP, TASK, keep=1, good=fresh) == [r.uri for r in (refs[2], refs[5])]
+    assert store.list(GROUP, TASK) == [fresh]
+    _flip_last_byte(_folder(tmp_path) / fresh.name)  # none verifies: keep applies as before
+    assert store.prune(GROUP, TASK, keep=0) == [fresh.uri]
 
 
 # -- configuration and input errors -----------------------------------------------------------
