@@ -30,6 +30,7 @@ is ready once it holds partitions and each is within ``ready_max_lag`` records o
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -59,6 +60,7 @@ from pipeline.metrics import (
     SCORING_LATENCY,
 )
 from pipeline.records import DexEvent, Label, TokenTransfer, Transaction
+from pipeline.rules import RuleSet
 from pipeline.scoring import Scorer
 from pipeline.settings import Settings
 
@@ -79,7 +81,7 @@ class ScorerService:
     def __init__(self, settings: Settings, stop: threading.Event | None = None, *,
                  poll_timeout_ms: int = 200, checkpoint_every: int = 50_000,
                  checkpoint_interval_s: float = 30.0,
-                 scorer_factory: Callable[[], Scorer] = Scorer,
+                 scorer_factory: Callable[[], Scorer] | None = None,
                  trusted: Callable[[str], bool] | None = None,
                  ready_max_lag: int = READY_MAX_LAG,
                  **consumer_overrides: Any) -> None:
@@ -88,6 +90,8 @@ class ScorerService:
         self.poll_timeout_ms = poll_timeout_ms
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval_s = checkpoint_interval_s
+        if scorer_factory is None:  # the settings' rules, imported and tried before any work
+            scorer_factory = functools.partial(Scorer, rules=RuleSet.load(settings.detectors))
         self.scorer_factory = scorer_factory
         self.trusted = trusted
         self._consumer_overrides = consumer_overrides

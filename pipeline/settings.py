@@ -17,6 +17,16 @@ upper-cased with dots as underscores, and in TOML the part before the dot is a t
     [partitions]
     dex = 8                                               # CHAINWATCH_PARTITIONS_DEX
 
+Rules (detectors) are configured in the file only, one table each (see :mod:`pipeline.rules`)::
+
+    [detectors.wash_trading]
+    enabled = false                                       # a built-in, disabled
+    [detectors.big_gas]
+    class = "mydetectors:GasSpike"                        # a user's detector
+    on = "transactions"
+    threshold = 0.8
+    params = { factor = 5 }
+
 Secrets are held in :class:`Secret`, whose ``repr`` and ``str`` never show the value.
 
 >>> s = Settings.load(env={"CHAINWATCH_SECURITY_SASL_PASSWORD": "hunter2"})
@@ -38,6 +48,7 @@ from typing import Any
 
 from pipeline.checkpoints import CheckpointKey, CheckpointStore
 from pipeline.errors import ConfigError
+from pipeline.rules.spec import check_table
 from pipeline.secret import Secret
 
 ENV_PREFIX = "CHAINWATCH_"
@@ -125,6 +136,8 @@ class Settings:
     partitions: Partitions = field(default_factory=Partitions)
     storage: Storage = field(default_factory=Storage)
     audit: Audit = field(default_factory=Audit)
+    # the file's [detectors.NAME] tables, as written (pipeline.rules.RuleSet.load reads them)
+    detectors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -142,9 +155,11 @@ class Settings:
         """
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
+        detectors: dict[str, Any] = {}
         path = config_file or env.get(ENV_PREFIX + "CONFIG")
         if path:
-            values.update(_read_toml(Path(path)))
+            flat, detectors = _read_toml(Path(path))
+            values.update(flat)
         for name, _ in _fields():
             var = env_var(name)
             if var in env:
@@ -152,16 +167,17 @@ class Settings:
         for name, value in (overrides or {}).items():
             if value is not None:
                 values[name] = value
-        return cls._build(values)
+        return cls._build(values, detectors)
 
     def replace(self, **dotted: Any) -> Settings:
         """A copy with some settings changed, by dotted name (``{"partitions.dex": 8}``)."""
         values = {name: _get(self, name) for name, _ in _fields()}
         values.update({k.replace("__", "."): v for k, v in dotted.items()})
-        return self._build(values)
+        return self._build(values, self.detectors)
 
     @classmethod
-    def _build(cls, values: Mapping[str, Any]) -> Settings:
+    def _build(cls, values: Mapping[str, Any],
+               detectors: Mapping[str, Any] | None = None) -> Settings:
         known = dict(_fields())
         unknown = sorted(set(values) - set(known))
         if unknown:
@@ -179,6 +195,13 @@ class Settings:
                 top[name] = value
         for head, kwargs in groups.items():
             top[head] = _NESTED[head](**kwargs)
+        if detectors is not None:
+            if not isinstance(detectors, Mapping):
+                raise ConfigError("detectors must be tables: [detectors.NAME] with class, on, "
+                                  "threshold or quantile, params")
+            for name, table in detectors.items():
+                check_table(name, table)
+            top["detectors"] = dict(detectors)
         settings = cls(**top)
         settings._validate()
         return settings
@@ -292,6 +315,8 @@ def env_var(name: str) -> str:
 def _fields() -> Iterator[tuple[str, type]]:
     """(dotted name, type) of every leaf setting."""
     for f in dataclasses.fields(Settings):
+        if f.name == "detectors":  # tables of their own, not dotted settings
+            continue
         nested = _NESTED.get(f.name)
         if nested is None:
             yield f.name, _TYPES[f.name]
@@ -342,7 +367,8 @@ def _coerce(name: str, kind: type, raw: Any) -> Any:
     return raw
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The file's settings by dotted name, and its ``[detectors.NAME]`` tables."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -352,10 +378,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     flat: dict[str, Any] = {}
+    detectors = data.pop("detectors", {})
     for key, value in data.items():
         if isinstance(value, dict):
             for sub, subvalue in value.items():
                 flat[f"{key}.{sub}"] = subvalue
         else:
             flat[key] = value
-    return flat
+    return flat, detectors

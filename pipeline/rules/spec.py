@@ -120,15 +120,13 @@ _KEYS: dict[str, tuple[type, ...]] = {
 _FIELDS = {"class": "detector", "on": "kind"}
 
 
-def parse_table(name: str, table: Mapping[str, Any],
-                base: RuleSpec | None = None) -> RuleSpec:
-    """The rule ``[detectors.NAME]`` describes, over ``base`` (a built-in or an entry
-    point's defaults) when the name is already registered.
-
-    Giving ``threshold`` replaces a base's ``quantile`` and the other way round; ``params``
-    are merged key by key over the base's.
-    """
+def check_table(name: str, table: Any) -> None:
+    """Raise :class:`ConfigError` if ``[detectors.NAME]`` has an unknown key or a value of
+    the wrong type (what can be checked before the registered rules are known)."""
     where = f"detectors.{name}"
+    if not NAME.fullmatch(str(name)):
+        raise ConfigError(f"{where}: a rule name is lower-case letters, digits and _ "
+                          "(it is the alert type), starting with a letter")
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where} must be a table ([detectors.{name}] with class, on, ...)")
     for key, value in table.items():
@@ -139,6 +137,18 @@ def parse_table(name: str, table: Mapping[str, Any],
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             raise ConfigError(f"{where}: {key} = {value!r} must be "
                               f"{' or '.join(k.__name__ for k in kinds)}")
+
+
+def parse_table(name: str, table: Mapping[str, Any],
+                base: RuleSpec | None = None) -> RuleSpec:
+    """The rule ``[detectors.NAME]`` describes, over ``base`` (a built-in or an entry
+    point's defaults) when the name is already registered.
+
+    Giving ``threshold`` replaces a base's ``quantile`` and the other way round; ``params``
+    are merged key by key over the base's.
+    """
+    where = f"detectors.{name}"
+    check_table(name, table)
     values: dict[str, Any] = {}
     for key, value in table.items():
         values[_FIELDS.get(key, key)] = value
