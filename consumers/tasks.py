@@ -8,8 +8,8 @@ three to the same group member, so a task moves as a whole.
 Checkpoint order — the one thing that makes a crash harmless:
 
 1. flush the producer: every alert for the records the state has seen is in Kafka;
-2. write the task (the pickled Scorer and the offsets it covers) to the checkpoint store,
-   atomically;
+2. write the task (the Scorer's state and the offsets it covers, :mod:`pipeline.state`) to
+   the checkpoint store, atomically;
 3. publish the checkpoint's digest to ``chainwatch.checkpoints`` and flush;
 4. commit the covered offsets to Kafka.
 
@@ -23,10 +23,25 @@ is a warning, not a failure, for the same reason.
 Alerts depend only on each topic-partition's own order and carry deterministic ids and
 bytes, so whatever is re-read after a crash re-sends byte-identical alerts.
 
-Trust: the pickled state is unpickled only after the store authenticated it (its HMAC tag
-verifies with the scorer's checkpoint key) or the audit log proved its digest (``trusted``);
-a TaskManager refuses a store that does neither. A refused checkpoint is skipped for an older
-one, with a warning.
+State: ``pipeline.state.encode({"scorer": scorer.state(), "offsets": offsets})``, state format
+2 (the ``state_format`` of its meta); a restore builds a Scorer with ``scorer_factory`` (from
+configuration) and loads the state into it. Nothing of the whole object graph is pickled any
+more: moving a class does not invalidate checkpoints, and only the river estimators inside
+travel as pickles, refused when river's version changed.
+
+Trust: state is decoded (and its river blobs unpickled) only after the store authenticated it
+(its HMAC tag verifies with the scorer's checkpoint key) or the audit log proved its digest
+(``trusted``); a TaskManager refuses a store that does neither. A refused checkpoint is skipped
+for an older one, with one warning: also one whose state is of another format (the previous
+release's state format 1, a pickle of the whole Scorer, which is never unpickled) or does not
+load; each refusal counts in ``chainwatch_checkpoints_refused_total{reason}``. With no good one
+left, the task starts fresh.
+
+Revocation: :meth:`TaskManager.release` checkpoints the revoked tasks under one deadline, half
+the consumer's ``max_poll_interval_ms``: the producer flush gets the time left, and a task
+whose checkpoint would start after it (or whose flush timed out) is released without one,
+with a warning. Its successor restores the previous checkpoint and re-reads from there; the
+alerts it re-sends are byte-identical, so that costs time, not correctness.
 
 Binding: each checkpoint's meta records what its offsets mean, a :class:`Binding` (consumer
 group, input topic names with their topic ids, Kafka cluster id). A restored checkpoint bound
@@ -46,25 +61,45 @@ scorers, and the old value is what shows when the new owner cannot checkpoint.
 from __future__ import annotations
 
 import logging
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from pipeline.checkpoints import CheckpointRef, CheckpointStore
+from pipeline import state
+from pipeline.checkpoints import CheckpointRef, CheckpointRefused, CheckpointStore
 from pipeline.errors import ChainwatchError, CheckpointError
 from pipeline.metrics import CHECKPOINT_LAST_SUCCESS, CHECKPOINT_SIZE
 from pipeline.scoring import Scorer
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-STATE_FORMAT = 1  # bump when the pickled layout changes incompatibly
+STATE_FORMAT = state.STATE_FORMAT  # the meta's state_format; 1 was the pickled Scorer
+RELEASE_SHARE = 0.5  # of max_poll_interval_ms: the revocation's deadline
+_MAX_POLL_INTERVAL_MS = 300_000  # kafka-python's default, when the consumer does not say
+
+
+class StatefulScorer(Protocol):
+    """What a task needs of its scorer to checkpoint it: plain-data state in and out."""
+
+    events: int
+
+    def state(self) -> dict[str, Any]: ...
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
+
+
+def stateful(scorer: object) -> StatefulScorer:
+    """``scorer`` as a :class:`StatefulScorer`; CheckpointError if it has no state methods."""
+    if not all(callable(getattr(scorer, name, None)) for name in ("state", "load_state")):
+        raise CheckpointError(f"{type(scorer).__name__} has no state()/load_state(), so its "
+                              "task cannot be checkpointed or restored")
+    return cast(StatefulScorer, scorer)
 
 
 def task_name(partition: int) -> str:
@@ -141,7 +176,7 @@ class TaskManager:
                  binding: Binding | None = None) -> None:
         if not store.authenticates and trusted is None:
             raise CheckpointError(f"checkpoint store {store.uri} has no key and no audit check: "
-                                  "the scorer unpickles only authenticated checkpoints; open "
+                                  "the scorer restores only authenticated checkpoints; open "
                                   "it with Settings.checkpoint_store()")
         self.settings = settings
         self.store = store
@@ -188,30 +223,73 @@ class TaskManager:
                      if task.restored_from else "with fresh state")
 
     def release(self, consumer: KafkaConsumer, partitions: set[int]) -> None:
-        """Checkpoint and drop tasks whose partitions were revoked (from the listener)."""
+        """Checkpoint and drop tasks whose partitions were revoked (from the listener), all
+        under one deadline (see the module docstring); never raises."""
+        budget = RELEASE_SHARE * _max_poll_interval_ms(consumer) / 1000
+        deadline = time.monotonic() + budget
         for partition in sorted(partitions & set(self.tasks)):
-            self.checkpoint(consumer, self.tasks[partition], commit=False)
-            del self.tasks[partition]
+            task = self.tasks.pop(partition)
+            if task.uncheckpointed == 0:
+                continue
+            previous = (f"checkpoint {task.restored_from.seq}" if task.restored_from
+                        else "no checkpoint (a fresh start)")
+            if time.monotonic() >= deadline:
+                log.warning("task %s released without a checkpoint: the revocation's %.0f s "
+                            "are spent; its successor restores %s and re-reads %d records",
+                            task.name, budget, previous, task.uncheckpointed)
+                continue
+            try:
+                self.checkpoint(consumer, task, commit=False, deadline=deadline)
+            except (ChainwatchError, KafkaError) as exc:
+                log.warning("task %s released, its revocation checkpoint incomplete (%s); "
+                            "its successor restores this checkpoint if it was written, else %s, "
+                            "and re-reads from there", task.name,
+                            " ".join(str(exc).split()) or type(exc).__name__, previous)
 
     def _restore(self, partition: int) -> Task:
+        loaded: dict[str, Any] = {}
+
+        def accept(ref: CheckpointRef, data: bytes) -> None:
+            # authenticated: its tag verified, or the audit log proved it
+            if reason := self.binding.mismatch(ref.meta.get("binding")):
+                raise CheckpointMismatch(
+                    f"checkpoint {ref.uri} is from another run: {reason}; restoring it would "
+                    "skip or repeat records, so nothing was scored. Use another --checkpoints "
+                    f"folder or --group, or delete the folder of group {self.group} in the "
+                    "store to start afresh")
+            loaded.update(self._load(ref, data))
+
         found = self.store.load_newest_good(self.group, task_name(partition),
-                                            trusted=self.trusted)
+                                            trusted=self.trusted, accept=accept)
         if found is None:
             return Task(partition, self.scorer_factory())
-        ref, data = found  # authenticated: its tag verified, or the audit log proved it
-        if reason := self.binding.mismatch(ref.meta.get("binding")):
-            raise CheckpointMismatch(
-                f"checkpoint {ref.uri} is from another run: {reason}; restoring it would skip "
-                f"or repeat records, so nothing was scored. Use another --checkpoints folder or "
-                f"--group, or delete the folder of group {self.group} in the store to start "
-                "afresh")
+        ref = found[0]
         CHECKPOINT_LAST_SUCCESS.labels(task=ref.task).set(ref.created_at / 1000)
-        state = pickle.loads(data)  # authenticated above, never bytes anyone could write
-        if state.get("format") != STATE_FORMAT:
-            log.warning("checkpoint %s has state format %s, expected %s; starting fresh",
-                        ref.uri, state.get("format"), STATE_FORMAT)
-            return Task(partition, self.scorer_factory())
-        return Task(partition, state["scorer"], dict(state["offsets"]), restored_from=ref)
+        return Task(partition, loaded["scorer"], loaded["offsets"], restored_from=ref)
+
+    def _load(self, ref: CheckpointRef, data: bytes) -> dict[str, Any]:
+        """A Scorer and offsets from a checkpoint's bytes; CheckpointRefused if they cannot
+        be (the caller falls back to an older checkpoint)."""
+        written = ref.meta.get("state_format")
+        if written != STATE_FORMAT or state.format_of(data) != STATE_FORMAT:
+            what = ("a pickled Scorer of the previous release, which is never unpickled"
+                    if written == 1 else "not readable by this chainwatch")
+            raise CheckpointRefused(f"refusing checkpoint {ref.uri}: its state is of format "
+                                    f"{written!r} ({what}), expected {STATE_FORMAT}",
+                                    reason="state_format")
+        try:
+            tree = state.decode(data)
+            if set(tree) != {"scorer", "offsets"} or not isinstance(tree["offsets"], dict) \
+                    or not all(isinstance(t, str) and type(o) is int
+                               for t, o in tree["offsets"].items()):
+                raise state.StateError("expected a scorer's state and offsets by topic")
+            scorer = self.scorer_factory()
+            stateful(scorer).load_state(tree["scorer"])
+        except Exception as exc:  # whatever the state does not fit: a refusal, no traceback
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise CheckpointRefused(f"refusing checkpoint {ref.uri}: its state does not load "
+                                    f"({reason})", reason="state") from exc
+        return {"scorer": scorer, "offsets": dict(tree["offsets"])}
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -219,14 +297,17 @@ class TaskManager:
         return task.uncheckpointed >= every_records or (
             task.uncheckpointed > 0 and time.monotonic() - task.last_checkpoint >= every_s)
 
-    def checkpoint(self, consumer: KafkaConsumer, task: Task,
-                   commit: bool = True) -> CheckpointRef | None:
-        """Steps 1-4 of the module docstring, in that order (4 only when ``commit``)."""
+    def checkpoint(self, consumer: KafkaConsumer, task: Task, commit: bool = True,
+                   deadline: float | None = None) -> CheckpointRef | None:
+        """Steps 1-4 of the module docstring, in that order (4 only when ``commit``).
+
+        With ``deadline`` (a :func:`time.monotonic` time), the producer's flushes wait at most
+        until then; one that times out raises KafkaTimeoutError before anything is written.
+        """
         if task.uncheckpointed == 0:  # nothing new since the last one (or since a fresh start)
             return task.restored_from
-        self.producer.flush()  # 1. alerts before the state that produced them
-        data = pickle.dumps({"format": STATE_FORMAT, "scorer": task.scorer,
-                             "offsets": task.offsets}, protocol=pickle.HIGHEST_PROTOCOL)
+        self._flush(deadline)  # 1. alerts before the state that produced them
+        data = state.encode({"scorer": stateful(task.scorer).state(), "offsets": task.offsets})
         meta = {"partition": task.partition, "offsets": dict(sorted(task.offsets.items())),
                 "events": task.scorer.events, "state_format": STATE_FORMAT,
                 "binding": self.binding.to_meta()}
@@ -234,7 +315,7 @@ class TaskManager:
         record = orjson.dumps(ref.to_record(), option=orjson.OPT_SORT_KEYS)
         self.producer.send(self.settings.topics.checkpoints, value=record,
                            key=f"{self.group}/{task.name}".encode())
-        self.producer.flush()  # 3. the digest is published
+        self._flush(deadline)  # 3. the digest is published
         commits = {TopicPartition(topic, task.partition): OffsetAndMetadata(offset, None, -1)
                    for topic, offset in task.offsets.items()}
         if commits and commit:
@@ -245,12 +326,18 @@ class TaskManager:
                             "them and the next checkpoint commits", task.name, exc)
         CHECKPOINT_LAST_SUCCESS.labels(task=task.name).set(time.time())
         CHECKPOINT_SIZE.observe(len(data))
-        self.store.prune(self.group, task.name, keep=self.keep)
+        self.store.prune(self.group, task.name, keep=self.keep, good=ref)
         task.restored_from = ref
         task.uncheckpointed = 0
         task.last_checkpoint = time.monotonic()
         self.checkpoints_written += 1
         return ref
+
+    def _flush(self, deadline: float | None) -> None:
+        if deadline is None:
+            self.producer.flush()
+        else:
+            self.producer.flush(timeout=max(deadline - time.monotonic(), 0.0))
 
     def checkpoint_all(self, consumer: KafkaConsumer) -> None:
         for task in list(self.tasks.values()):
@@ -258,3 +345,12 @@ class TaskManager:
 
     def metrics(self) -> dict[str, Any]:
         return {"tasks": len(self.tasks), "checkpoints_written": self.checkpoints_written}
+
+
+def _max_poll_interval_ms(consumer: KafkaConsumer) -> float:
+    """The consumer's ``max_poll_interval_ms`` (kafka-python keeps its settings in
+    ``config``); the default when it does not say."""
+    config = getattr(consumer, "config", None)
+    value = config.get("max_poll_interval_ms") if isinstance(config, dict) else None
+    return float(value) if isinstance(value, int | float) and value > 0 \
+        else _MAX_POLL_INTERVAL_MS

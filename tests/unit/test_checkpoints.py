@@ -18,15 +18,17 @@ from pathlib import Path
 
 import pytest
 from kafka import TopicPartition
-from kafka.errors import KafkaConnectionError
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+from prometheus_client import REGISTRY
 
 from consumers.tasks import Binding, CheckpointMismatch, Task, TaskManager
-from pipeline import checkpoints
+from pipeline import checkpoints, state
 from pipeline.checkpoints import CheckpointKey, CheckpointRef, CheckpointStore
 from pipeline.errors import ChainwatchError, CheckpointError
 from pipeline.scoring import Scorer
 from pipeline.secret import Secret
 from pipeline.settings import Settings
+from pipeline.state import fields
 
 GROUP, TASK = "chainwatch-scorer", "p0007"
 NAME = re.compile(r"\d{12}-[0-9a-f]{64}\.ckpt")
@@ -438,17 +440,27 @@ class _Payload:
 
 
 class _FakeProducer:
-    def flush(self) -> None:
-        pass
+    def __init__(self, slow_s: float = 0.0) -> None:
+        self.slow_s = slow_s  # each flush takes this long, or times out if given less
+        self.flushes: list[float | None] = []
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.flushes.append(timeout)
+        if timeout is not None and timeout < self.slow_s:
+            time.sleep(timeout)
+            raise KafkaTimeoutError(f"Failed to flush buffered records within {timeout} secs")
+        time.sleep(self.slow_s)
 
     def send(self, *args: object, **kwargs: object) -> None:
         pass
 
 
 class _FakeConsumer:
-    def __init__(self, assigned: set[TopicPartition]) -> None:
+    def __init__(self, assigned: set[TopicPartition], max_poll_interval_ms: int = 300_000,
+                 ) -> None:
         self.assigned = assigned
         self.seeks: list[tuple[TopicPartition, int | None]] = []
+        self.config = {"max_poll_interval_ms": max_poll_interval_ms}
 
     def assignment(self) -> set[TopicPartition]:
         return self.assigned
@@ -463,39 +475,207 @@ class _FakeConsumer:
         pass
 
 
+class _FakeScorer:
+    """A scorer with the state protocol TaskManager relies on (Scorer.state / load_state):
+    it sums the ints it is fed, exactly, beyond 64 bits."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.total = 2**70
+
+    def process(self, record: int, source: dict[str, object]) -> list[object]:
+        self.events += 1
+        self.total += record
+        return []
+
+    def state(self) -> dict[str, object]:
+        return {"v": 1, "events": self.events, "total": self.total}
+
+    def load_state(self, saved: dict[str, object]) -> None:
+        fields(saved, "fake scorer", 1, events=int, total=int)
+        self.events, self.total = saved["events"], saved["total"]
+
+
 def _scorer_settings(tmp_path: Path) -> Settings:
     """As a scorer is configured: from the environment (a key file of its own)."""
     return Settings.load(env={"CHAINWATCH_CHECKPOINT_URI": str(tmp_path / "ckpt"),
                               "CHAINWATCH_CHECKPOINT_KEY_FILE": str(tmp_path / "scorer.key")})
 
 
-def _checkpointed(settings: Settings, binding: Binding | None = None) -> TaskManager:
+def _manager(settings: Settings, **kwargs: object) -> TaskManager:
+    return TaskManager(settings, settings.checkpoint_store(),
+                       kwargs.pop("producer", _FakeProducer()),  # type: ignore[arg-type]
+                       scorer_factory=_FakeScorer, **kwargs)  # type: ignore[arg-type]
+
+
+def _fed(records: int = 10) -> _FakeScorer:
+    scorer = _FakeScorer()
+    for i in range(records):
+        scorer.process(i, {})
+    return scorer
+
+
+def _checkpointed(settings: Settings, binding: Binding | None = None,
+                  offset: int = 10) -> TaskManager:
     """A task manager that has written one genuine checkpoint of task 0."""
-    manager = TaskManager(settings, settings.checkpoint_store(), _FakeProducer(),
-                          binding=binding)
-    task = Task(0, Scorer(), {settings.topics.dex: 10}, uncheckpointed=10)
+    manager = _manager(settings, binding=binding)
+    task = Task(0, _fed(), {settings.topics.dex: offset},  # type: ignore[arg-type]
+                uncheckpointed=10)
     assert manager.checkpoint(_FakeConsumer(set()), task) is not None
     return manager
 
 
+@pytest.fixture
+def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """pickle.loads in pipeline.state (the one place that unpickles) fails the test."""
+    def loads(data: bytes, *args: object, **kwargs: object) -> object:
+        pytest.fail("pipeline.state unpickled something")
+
+    monkeypatch.setattr(state.pickle, "loads", loads)
+    decoded: list[bytes] = []
+    real = state.decode
+    monkeypatch.setattr(state, "decode", lambda data: decoded.append(data) or real(data))
+    return decoded
+
+
+def _refused() -> float:
+    return sum(s.value for m in REGISTRY.collect() if m.name == "chainwatch_checkpoints_refused"
+               for s in m.samples if s.name.endswith("_total"))
+
+
+def test_a_task_round_trips_through_its_checkpoint_exactly(tmp_path: Path) -> None:
+    settings = _scorer_settings(tmp_path)
+    manager = _checkpointed(settings)
+    ref = manager.store.newest(settings.consumer_group, "p0000")
+    assert ref is not None and ref.meta["state_format"] == 2 and ref.meta["events"] == 10
+    task = _manager(settings)._restore(0)
+    assert task.restored_from == ref and task.offsets == {settings.topics.dex: 10}
+    assert isinstance(task.scorer, _FakeScorer)
+    assert (task.scorer.events, task.scorer.total) == (10, 2**70 + 45)
+
+
 def test_the_default_scorer_never_unpickles_a_forged_checkpoint(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, no_unpickling: list[bytes]) -> None:
+    """A forged object with a valid digest name is refused on its tag: its bytes are never
+    decoded, let alone unpickled (neither the old whole-graph pickle nor a state tree)."""
     settings = _scorer_settings(tmp_path)  # audit.verify_checkpoints is false
     assert not settings.audit.verify_checkpoints
     genuine = _checkpointed(settings).store.newest(settings.consumer_group, "p0000")
     assert genuine is not None
     marker = tmp_path / "forger-was-here"
-    forged = _forge(tmp_path / "ckpt", settings.consumer_group, "p0000",
-                    pickle.dumps(_Payload(marker)), meta=genuine.meta)
-    assert forged.seq == genuine.seq + 1
-    manager = TaskManager(settings, settings.checkpoint_store(), _FakeProducer())
+    forgeries = [pickle.dumps(_Payload(marker)),
+                 state.encode({"scorer": {"v": 1, "events": 0, "total": 1}, "offsets": {}})]
+    for how, payload in zip(("no tag", "made-up tag"), forgeries, strict=True):
+        forged = _forge(tmp_path / "ckpt", settings.consumer_group, "p0000", payload,
+                        how=how, meta=genuine.meta)
+        assert forged.seq > genuine.seq
     with caplog.at_level(logging.WARNING):
-        task = manager._restore(0)
+        task = _manager(settings)._restore(0)
     assert not marker.exists(), "the forger's pickle ran"
     assert task.restored_from == genuine and task.offsets == {settings.topics.dex: 10}
+    assert not any(data in payload for data in no_unpickling for payload in forgeries)
     refusals = [r.getMessage() for r in caplog.records if "refusing" in r.getMessage()]
-    assert len(refusals) == 1 and "\n" not in refusals[0]
-    assert "authentication tag" in refusals[0]
+    assert len(refusals) == 2 and not any("\n" in r for r in refusals)
+    assert all("authentication tag" in r for r in refusals)
+
+
+def _previous_release(settings: Settings, marker: Path, offset: int = 20) -> CheckpointRef:
+    """A checkpoint as the previous release wrote it, key-authenticated by the store's own
+    save: a pickle of the whole scorer (a payload that would create ``marker``) under meta
+    ``state_format`` 1."""
+    store = settings.checkpoint_store()
+    data = pickle.dumps({"format": 1, "scorer": _Payload(marker),
+                         "offsets": {settings.topics.dex: offset}})
+    meta = {"partition": 0, "offsets": {settings.topics.dex: offset}, "events": offset,
+            "state_format": 1,
+            "binding": Binding(settings.consumer_group,
+                               dict.fromkeys((settings.topics.transactions, settings.topics.dex,
+                                              settings.topics.labels))).to_meta()}
+    return store.save(settings.consumer_group, "p0000", data, meta)
+
+
+@pytest.mark.parametrize("older", [True, False], ids=["falls-back", "starts-fresh"])
+def test_a_checkpoint_of_the_previous_release_is_refused_in_one_line(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, no_unpickling: list[bytes],
+        older: bool) -> None:
+    settings = _scorer_settings(tmp_path)
+    genuine = _checkpointed(settings).store.newest(settings.consumer_group, "p0000") \
+        if older else None
+    marker = tmp_path / "old-pickle-ran"
+    old = _previous_release(settings, marker)
+    assert settings.checkpoint_store().load(old).startswith(b"\x80")  # it verifies: a pickle
+    before = _refused()
+    manager = _manager(settings)
+    consumer = _FakeConsumer({TopicPartition(settings.topics.dex, 0)})
+    with caplog.at_level(logging.INFO):
+        manager.assign(consumer, {0})
+    assert manager.failure is None and not marker.exists()
+    assert old.uri.encode() not in b"".join(no_unpickling)
+    assert not any(data.startswith(b"\x80") for data in no_unpickling)  # never decoded
+    assert _refused() == before + 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "\n" not in warnings[0], warnings
+    assert "state is of format 1" in warnings[0] and "never unpickled" in warnings[0]
+    task = manager.tasks[0]
+    if older:
+        assert "trying the previous one (seq 1)" in warnings[0]
+        assert task.restored_from == genuine
+        assert consumer.seeks == [(TopicPartition(settings.topics.dex, 0), 10)]
+    else:
+        assert "the task starts fresh" in warnings[0]
+        assert task.restored_from is None and task.offsets == {}
+        assert consumer.seeks == [(TopicPartition(settings.topics.dex, 0), None)]
+    assert isinstance(task.scorer, _FakeScorer)
+
+
+def test_any_single_byte_changed_in_a_real_checkpoint_is_refused(
+        tmp_path: Path, no_unpickling: list[bytes]) -> None:
+    """Header, body and tag: whichever byte changes, the object is refused by its digest
+    or its tag before a byte of it is decoded, and nothing is unpickled."""
+    settings = _scorer_settings(tmp_path)
+    ref = _checkpointed(settings).store.newest(settings.consumer_group, "p0000")
+    assert ref is not None
+    path = tmp_path / "ckpt" / settings.consumer_group / "p0000" / ref.name
+    original = path.read_bytes()
+    body = state.MAGIC
+    start = original.index(body)
+    assert start > 0 and len(original) - start > checkpoints.TAG_SIZE
+    positions = sorted(set(range(0, len(original), 7)) | set(range(start, start + 12))
+                       | set(range(len(original) - checkpoints.TAG_SIZE - 2, len(original))))
+    store = settings.checkpoint_store()
+    no_unpickling.clear()
+    for position in positions:
+        for flip in (0x01, 0x80):
+            damaged = bytearray(original)
+            damaged[position] ^= flip
+            path.write_bytes(bytes(damaged))
+            with pytest.raises(CheckpointError):
+                store.load(ref)  # the name's digest no longer matches
+            renamed = path.with_name(
+                f"{ref.seq:012d}-{hashlib.sha256(damaged).hexdigest()}.ckpt")
+            path.rename(renamed)  # what a forger would do: fix the name's digest too
+            assert _manager(settings)._restore(0).restored_from is None
+            renamed.rename(path)
+    path.write_bytes(original)
+    assert no_unpickling == []  # nothing damaged was ever decoded
+    assert _manager(settings)._restore(0).restored_from == ref
+
+
+def test_a_checkpoint_whose_state_does_not_load_is_skipped_for_an_older_one(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = _scorer_settings(tmp_path)
+    genuine = _checkpointed(settings).store.newest(settings.consumer_group, "p0000")
+    assert genuine is not None
+    store = settings.checkpoint_store()
+    for tree in ({"scorer": {"v": 9}, "offsets": {}}, {"scorer": {}, "offsets": {"t": "x"}}):
+        store.save(settings.consumer_group, "p0000", state.encode(tree), genuine.meta)
+    store.save(settings.consumer_group, "p0000", b"CWSTATE2\n\xc1", genuine.meta)
+    with caplog.at_level(logging.WARNING):
+        task = _manager(settings)._restore(0)
+    assert task.restored_from == genuine
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 3 and all("state does not load" in w for w in warnings)
+    assert "layout version 9" in warnings[2]
 
 
 def test_a_store_without_key_or_audit_check_is_not_restored_from(tmp_path: Path) -> None:
@@ -520,8 +700,7 @@ def test_a_checkpoint_of_another_run_is_refused_before_anything_is_read(
         tmp_path: Path, now: Binding, says: str) -> None:
     settings = _scorer_settings(tmp_path)
     _checkpointed(settings, binding=BOUND)
-    manager = TaskManager(settings, settings.checkpoint_store(), _FakeProducer(),
-                          binding=now)
+    manager = _manager(settings, binding=now)
     consumer = _FakeConsumer({TopicPartition(t, 0) for t in manager.topics})
     manager.assign(consumer, {0})
     assert isinstance(manager.failure, CheckpointMismatch)
@@ -536,8 +715,7 @@ def test_unknown_ids_are_not_compared_and_a_matching_run_restores(tmp_path: Path
     _checkpointed(settings, binding=BOUND)
     unknown = Binding(BOUND.group, dict.fromkeys(BOUND.topics), None)
     for now in (BOUND, unknown):
-        manager = TaskManager(settings, settings.checkpoint_store(), _FakeProducer(),
-                              binding=now)
+        manager = _manager(settings, binding=now)
         consumer = _FakeConsumer({TopicPartition("chain.dex", 0)})
         manager.assign(consumer, {0})
         assert manager.failure is None and consumer.seeks == [(TopicPartition("chain.dex", 0),
@@ -560,10 +738,76 @@ def test_a_checkpoint_survives_a_broker_that_refuses_the_offset_commit(
     """Step 4 is for lag monitoring: while the broker restarts, a failed commit is a warning
     and the checkpoint (which holds the offsets) stands."""
     settings = _scorer_settings(tmp_path)
-    manager = TaskManager(settings, settings.checkpoint_store(), _FakeProducer())
-    task = Task(0, Scorer(), {settings.topics.dex: 10}, uncheckpointed=10)
+    manager = _manager(settings)
+    task = Task(0, _fed(), {settings.topics.dex: 10}, uncheckpointed=10)  # type: ignore[arg-type]
     with caplog.at_level(logging.WARNING):
         ref = manager.checkpoint(_AwayBrokerConsumer(set()), task)
     assert ref is not None and task.uncheckpointed == 0
     assert manager.store.newest(settings.consumer_group, "p0000") == ref
     assert any("committing offsets failed" in r.getMessage() for r in caplog.records)
+
+
+def test_revocation_checkpoints_run_under_one_deadline(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Half of max_poll_interval_ms (2 s here) for all revoked tasks: each flush of a slow
+    producer (0.4 s) gets the time left; the task whose flush would overrun, and the one
+    whose checkpoint would start after the deadline, are released without one."""
+    settings = _scorer_settings(tmp_path)
+    producer = _FakeProducer(slow_s=0.4)
+    manager = _manager(settings, producer=producer)
+    for partition in range(3):
+        manager.tasks[partition] = Task(partition, _fed(),  # type: ignore[arg-type]
+                                        {settings.topics.dex: 10}, uncheckpointed=10)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        manager.release(_FakeConsumer(set(), max_poll_interval_ms=2000), {0, 1, 2})
+    assert time.monotonic() - started < 1.35
+    assert manager.tasks == {} and manager.checkpoints_written == 1
+    store = manager.store
+    assert [store.newest(settings.consumer_group, f"p000{p}") is not None
+            for p in range(3)] == [True, False, False]
+    timeouts = [t for t in producer.flushes if t is not None]
+    assert len(timeouts) == 3 and timeouts == sorted(timeouts, reverse=True)
+    assert timeouts[0] <= 1.0 and timeouts[2] < 0.4  # the third is the one that timed out
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2 and not any("\n" in w for w in warnings)
+    assert warnings[0].startswith("task p0001 released, its revocation checkpoint "
+                                  "incomplete (KafkaTimeoutError: Failed to flush")
+    assert "else no checkpoint (a fresh start)" in warnings[0]
+    assert warnings[1].startswith("task p0002 released without a checkpoint: the "
+                                  "revocation's 1 s are spent")
+
+
+def test_release_does_not_checkpoint_a_task_with_nothing_new(tmp_path: Path) -> None:
+    settings = _scorer_settings(tmp_path)
+    producer = _FakeProducer()
+    manager = _manager(settings, producer=producer)
+    manager.tasks[0] = Task(0, _fed(), {})  # type: ignore[arg-type]
+    manager.release(_FakeConsumer(set()), {0})
+    assert manager.tasks == {} and producer.flushes == []
+
+
+@pytest.mark.skipif(not hasattr(Scorer, "state"), reason="Scorer.state() has not landed yet")
+def test_the_real_scorer_resumes_from_its_checkpoint_with_identical_alerts(
+        tmp_path: Path) -> None:
+    from producers.synth import SynthConfig, SyntheticChain
+
+    chain = SyntheticChain(SynthConfig(seed=21, blocks=200))
+    records = [r for b in chain.blocks() for r in (*b.transactions, *b.dex_events)]
+    cut = len(records) // 2
+    settings = _scorer_settings(tmp_path)
+    manager = TaskManager(settings, settings.checkpoint_store(),
+                          _FakeProducer())  # type: ignore[arg-type]
+    scorer = Scorer()
+    source = {"topic": settings.topics.dex, "partition": 0, "offset": 0}
+    for record in records[:cut]:
+        scorer.process(record, source)
+    task = Task(0, scorer, {settings.topics.dex: cut}, uncheckpointed=cut)
+    assert manager.checkpoint(_FakeConsumer(set()), task) is not None
+    restored = TaskManager(settings, settings.checkpoint_store(),
+                           _FakeProducer())._restore(0)  # type: ignore[arg-type]
+    assert restored.restored_from is not None and restored.scorer is not scorer
+    assert restored.scorer.events == scorer.events == cut
+    ours = [a.to_json() for r in records[cut:] for a in scorer.process(r, source)]
+    theirs = [a.to_json() for r in records[cut:] for a in restored.scorer.process(r, source)]
+    assert ours == theirs and ours
