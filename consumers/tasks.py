@@ -91,7 +91,7 @@ class StatefulScorer(Protocol):
 
     def state(self) -> dict[str, Any]: ...
 
-    def load_state(self, state: dict[str, Any]) -> None: ...
+    def load_state(self, state: dict[str, Any]) -> object: ...  # notes, or None
 
 
 def stateful(scorer: object) -> StatefulScorer:

@@ -27,7 +27,8 @@ Authentication
     before returning a single byte. Every scorer of a group shares the store, so they must
     share the key file too. A store opened without a key still checks digests, and reads
     tagged objects without checking their tag: what it returns is *not* authenticated, so
-    nothing may unpickle it unless ``trusted`` (the audit log's proof) vouched for it.
+    nothing may decode it (the scorer's state holds river estimators as pickles, see
+    :mod:`pipeline.state`) unless ``trusted`` (the audit log's proof) vouched for it.
 
 Atomicity
     Local: write a temporary ``.<name>.<pid>-<random>.tmp`` in the same folder, fsync, rename,
@@ -38,11 +39,16 @@ Atomicity
     tasks touch different folders, and temporary names never collide.
 
 Loading
-    :meth:`CheckpointStore.load` returns bytes, never unpickles, and refuses an object whose
-    digest does not match its name, whose tag does not verify (with a key), or (with
-    ``trusted``) whose digest the audit log lacks.
-    :meth:`CheckpointStore.load_newest_good` falls back past refused ones, with a warning
-    each; it raises, rather than falling back, when the store itself cannot be reached.
+    :meth:`CheckpointStore.load` returns bytes, never decodes them, and refuses an object
+    whose digest does not match its name, whose tag does not verify (with a key), or (with
+    ``trusted``) whose digest the audit log lacks. What the bytes are is the caller's: the
+    scorer's are :mod:`pipeline.state` (state format 2, ``state_format`` in the meta).
+    :meth:`CheckpointStore.load_newest_good` falls back past refused ones, and past those
+    its ``accept`` callback refuses (a state of another format, such as the previous
+    release's pickles, or one that does not load), with one warning each, counted in
+    ``chainwatch_checkpoints_refused_total{reason}``; it raises, rather than falling back,
+    when the store itself cannot be reached. :meth:`CheckpointStore.prune` never deletes the
+    newest checkpoint that verifies.
 
 >>> import tempfile
 >>> key = CheckpointKey.generate()
