@@ -57,6 +57,7 @@ from pipeline.metrics import (
     MODEL_DRIFTS,
     RECORDS_CONSUMED,
     RECORDS_PRODUCED,
+    RULE_ERRORS,
     SCORING_LATENCY,
 )
 from pipeline.records import DexEvent, Label, TokenTransfer, Transaction
@@ -207,6 +208,8 @@ class ScorerService:
         for name, value in totals.items():
             if name.startswith("drifts_"):
                 MODEL_DRIFTS.labels(detector=name.removeprefix("drifts_")).set(value)
+            elif name.startswith("rule_errors_"):
+                RULE_ERRORS.labels(rule=name.removeprefix("rule_errors_")).set(value)
             elif name.startswith("evictions_"):
                 FEATURE_EVICTIONS.labels(store=name.removeprefix("evictions_")).set(value)
             elif name.endswith("_tracked"):

@@ -24,8 +24,11 @@ EVENT_TO_ALERT = Histogram(
     "From a triggering record's Kafka timestamp to its alert being sent",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 MODEL_DRIFTS = Gauge(
-    "chainwatch_model_drifts", "Drifts detected in a detector's score stream (river.drift), "
-    "summed over this scorer's partitions", ["detector"])
+    "chainwatch_model_drifts", "Drifts detected in a rule's score stream (river.drift), "
+    "summed over this scorer's partitions; the label is the rule's name", ["detector"])
+RULE_ERRORS = Gauge(
+    "chainwatch_rule_errors", "Events a rule's detector raised on (or scored as not a finite "
+    "number; such events score 0), summed over this scorer's partitions", ["rule"])
 FEATURE_EVICTIONS = Gauge(
     "chainwatch_feature_evictions", "Idle keys evicted from a feature store, summed over this "
     "scorer's partitions", ["store"])

@@ -60,11 +60,31 @@ def _entry_point_table(ep: EntryPoint) -> tuple[RuleSpec | None, dict[str, Any]]
     if not inspect.isclass(obj):
         raise ConfigError(f"entry point {ep.name} of {GROUP} is neither a detector class nor "
                           "a RuleSpec")
-    table: dict[str, Any] = {"class": f"{obj.__module__}:{obj.__qualname__}"}
-    for attr in ("on", "threshold", "quantile"):
-        if getattr(obj, attr, None) is not None:
-            table[attr] = getattr(obj, attr)
-    return None, table
+    return None, {"class": f"{obj.__module__}:{obj.__qualname__}"} | _class_defaults(obj)
+
+
+def _class_defaults(cls: Any) -> dict[str, Any]:
+    """The rule defaults a detector class carries: its ``on``, ``threshold``, ``quantile``."""
+    return {attr: getattr(cls, attr) for attr in ("on", "threshold", "quantile")
+            if getattr(cls, attr, None) is not None}
+
+
+def _settings_table(name: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    """A settings-only rule's table over the defaults its class carries, if it names one."""
+    path = table.get("class")
+    if not isinstance(path, str):
+        return dict(table)
+    return _over(_class_defaults(_import(path, f"detectors.{name}")), table)
+
+
+def _over(defaults: Mapping[str, Any], table: Mapping[str, Any]) -> dict[str, Any]:
+    """``table`` over ``defaults``; a table that sets ``threshold`` or ``quantile`` does not
+    inherit the other."""
+    base = dict(defaults)
+    if "threshold" in table or "quantile" in table:
+        base.pop("threshold", None)
+        base.pop("quantile", None)
+    return base | dict(table)
 
 
 def _params(cls: type, params: Mapping[str, Any], seed: int) -> dict[str, Any]:
@@ -106,11 +126,11 @@ class RuleSet:
                 continue  # disabled: not even imported
             base, defaults = _entry_point_table(ep)
             specs[ep.name] = parse_table(ep.name, table, base) if base \
-                else parse_table(ep.name, defaults | dict(table))
+                else parse_table(ep.name, _over(defaults, table))
         for name, table in tables.items():
             if name not in specs and table.get("enabled", True) is not False \
                     and name not in {ep.name for ep in found}:
-                specs[name] = parse_table(name, table)
+                specs[name] = parse_table(name, _settings_table(name, table))
         enabled = tuple(s for s in specs.values() if s.enabled)
         classes = {s.name: _import(s.detector, f"detectors.{s.name}") for s in enabled}
         for name, klass in classes.items():
@@ -124,6 +144,13 @@ class RuleSet:
         if check:
             ruleset.check()
         return ruleset
+
+    def detector(self, name: str, seed: int = 42) -> Any:
+        """A fresh detector of the rule ``name``, built with its parameters."""
+        spec = next((s for s in self.specs if s.name == name), None)
+        if spec is None:
+            raise ConfigError(f"no active rule {name!r}; see 'chainwatch detectors list'")
+        return self._build(spec, seed).detector
 
     def build(self, kind: str, seed: int = 42) -> list[Rule]:
         """Fresh live rules of record ``kind`` (see :data:`~pipeline.rules.spec.KINDS`)."""

@@ -18,7 +18,9 @@ start-up, so such errors are data-dependent).
 
 from __future__ import annotations
 
+import logging
 import math
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +30,9 @@ from pipeline.detectors import Detector, QuantileFilter, ThresholdFilter
 from pipeline.records import DexEvent, Transaction
 from pipeline.rules.alerting import build_alert, jsonable, rounded
 from pipeline.rules.spec import RuleSpec
+from pipeline.state import StateError, fields
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -176,7 +181,67 @@ class Rule:
         out["params"] = self.params()
         return out
 
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def identity(self) -> dict[str, Any]:
+        """What the detector's learned state belongs to: class, version and parameters."""
+        return {"class": self.spec.detector, "version": self.detector_version,
+                "params": self.params()}
+
+    def state(self) -> dict[str, Any]:
+        """The detector's state (its own ``state()`` when it has one, else a pickle: the
+        checkpoint holding it is authenticated before anything in it is loaded), the filter's
+        and the counters, with what they belong to."""
+        own = getattr(self.detector, "state", None)
+        detector = {"plain": own()} if callable(own) else {
+            "pickle": pickle.dumps(self.detector, protocol=pickle.HIGHEST_PROTOCOL)}
+        return {"v": 1, "identity": self.identity(), "detector": detector,
+                "filter_spec": self.spec.filter, "filter": self.filter.state(),
+                "errors": self.errors, "alerts": self.alerts}
+
+    def load_state(self, state: dict[str, Any]) -> list[str]:
+        """Load :meth:`state`; a detector whose class, version or parameters changed since,
+        or a filter configured otherwise, starts fresh instead: returned as notes."""
+        fields(state, f"rule {self.name}", 1, identity=dict, detector=dict, filter_spec=str,
+               filter=dict, errors=int, alerts=int)
+        notes: list[str] = []
+        if state["identity"] != self.identity():
+            notes.append(f"rule {self.name}: its detector was {state['identity']}, now "
+                         f"{self.identity()}; it starts fresh")
+        else:
+            self._load_detector(state["detector"])
+        if state["filter_spec"] != self.spec.filter:
+            notes.append(f"rule {self.name}: its filter was {state['filter_spec']}, now "
+                         f"{self.spec.filter}; the filter starts fresh")
+        else:
+            self.filter.load_state(state["filter"])
+        self.errors, self.alerts = state["errors"], state["alerts"]
+        return notes
+
+    def _load_detector(self, saved: dict[str, Any]) -> None:
+        if "plain" in saved:
+            load = getattr(self.detector, "load_state", None)
+            if not callable(load):
+                raise StateError(f"rule {self.name}: the detector's state is plain data but "
+                                 f"{type(self.detector).__name__} has no load_state()")
+            load(saved["plain"])
+            return
+        blob = saved.get("pickle")
+        if not isinstance(blob, bytes):
+            raise StateError(f"rule {self.name}: the detector's state is missing")
+        # authenticated: TaskManager restores only checkpoints the store's HMAC key or the
+        # audit log vouched for, so these are bytes a scorer of this group wrote
+        detector = pickle.loads(blob)
+        if type(detector) is not type(self.detector):
+            raise StateError(f"rule {self.name}: the saved detector is a "
+                             f"{type(detector).__name__}, not a {type(self.detector).__name__}")
+        self.detector = detector
+
     def _failed(self, method: str, exc: Exception) -> float:
+        if not self.errors:
+            log.warning("rule %s: %s.%s raised %s: %s; it scores 0 for such events (counted "
+                        "in chainwatch_rule_errors)", self.name, type(self.detector).__name__,
+                        method, type(exc).__name__, exc)
         self.errors += 1
         self.last_error = f"{type(self.detector).__name__}.{method}: {type(exc).__name__}: {exc}"
         return 0.0

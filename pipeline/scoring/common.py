@@ -6,10 +6,31 @@ from typing import Any
 
 from pipeline.alerts import Alert
 from pipeline.detectors import Cooldown, ScoreDrift
-from pipeline.rules import build_alert
+from pipeline.rules import Rule, build_alert
+from pipeline.state import fields
 
 DRIFT_ALERT_GAP_BLOCKS = 1_000
 """At most one ``model_drift`` alert per detector in this many blocks."""
+
+
+def rules_state(rules: list[Rule]) -> dict[str, Any]:
+    return {rule.name: rule.state() for rule in rules}
+
+
+def load_rules_state(rules: list[Rule], saved: dict[str, Any]) -> list[str]:
+    """Load each rule's saved state by name; notes say which rules start fresh (new, or
+    their detector changed) and which saved ones are no longer configured."""
+    notes: list[str] = []
+    for rule in rules:
+        if rule.name in saved:
+            notes += rule.load_state(saved[rule.name])
+        else:
+            notes.append(f"rule {rule.name} is new since the checkpoint; it starts fresh")
+    gone = sorted(set(saved) - {rule.name for rule in rules})
+    if gone:
+        notes.append(f"rules {', '.join(gone)} of the checkpoint are not configured now; "
+                     "their state is dropped")
+    return notes
 
 
 class DriftWatch:
@@ -66,12 +87,30 @@ class DriftWatch:
             type="model_drift", score=min(1.0, monitor.score_one({"score": mean})),
             subject=f"{name}@{item_id}", detector=monitor.name,
             version=monitor.version,
-            evidence={"detector": name, "span_mean_score": round(mean, 6),
+            evidence={"rule": name, "span_mean_score": round(mean, 6),
                       "window_mean_score": round(float(monitor.adwin.estimation), 6),
                       "window_width": int(monitor.adwin.width), "drifts": monitor.drifts,
                       "delta": monitor.delta, "span_blocks": self.span_blocks},
             source=source, item_ids=[item_id], block=block, timestamp=timestamp,
             level="info") for name, mean, monitor in drifted]
+
+    def state(self) -> dict[str, Any]:
+        return {"v": 1, "span": self.span, "cooldown": self.cooldown.state(),
+                "monitors": {name: m.state() for name, m in self.monitors.items()},
+                "sums": dict(self._sums), "counts": dict(self._counts)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Load :meth:`state`; a rule watched now but not then starts with a fresh monitor,
+        one watched then but not now is dropped."""
+        fields(state, "drift watch", 1, span=int, cooldown=dict, monitors=dict, sums=dict,
+               counts=dict)
+        self.span = state["span"]
+        self.cooldown.load_state(state["cooldown"])
+        for name, monitor in self.monitors.items():
+            if name in state["monitors"]:
+                monitor.load_state(state["monitors"][name])
+                self._sums[name] = float(state["sums"].get(name, 0.0))
+                self._counts[name] = int(state["counts"].get(name, 0))
 
     @property
     def drifts(self) -> dict[str, int]:

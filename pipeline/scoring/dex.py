@@ -12,7 +12,8 @@ from pipeline.alerts import Alert
 from pipeline.features import PoolFeatures
 from pipeline.records import DexEvent
 from pipeline.rules import Event, Rule, RuleSet
-from pipeline.scoring.common import DriftWatch
+from pipeline.scoring.common import DriftWatch, load_rules_state, rules_state
+from pipeline.state import fields
 
 
 class DexScoring:
@@ -47,6 +48,19 @@ class DexScoring:
         for alert in alerts:
             self.alerts[alert.type] = self.alerts.get(alert.type, 0) + 1
         return alerts
+
+    def state(self) -> dict[str, Any]:
+        return {"v": 1, "features": self.features.state(), "rules": rules_state(self.rules),
+                "drift": self.drift.state(), "events": self.events, "alerts": self.alerts}
+
+    def load_state(self, state: dict[str, Any]) -> list[str]:
+        fields(state, "dex scoring", 1, features=dict, rules=dict, drift=dict, events=int,
+               alerts=dict)
+        self.features.load_state(state["features"])
+        notes = load_rules_state(self.rules, state["rules"])
+        self.drift.load_state(state["drift"])
+        self.events, self.alerts = state["events"], dict(state["alerts"])
+        return notes
 
     def metrics(self) -> dict[str, float]:
         feats = self.features

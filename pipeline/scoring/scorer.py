@@ -29,13 +29,17 @@ Guarantees the service relies on:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pipeline.alerts import Alert
 from pipeline.records import ChainRecord, DexEvent, Label, TokenTransfer, Transaction
-from pipeline.rules import RuleSet
+from pipeline.rules import Rule, RuleSet
 from pipeline.scoring.dex import DexScoring
 from pipeline.scoring.transactions import TransactionScoring
+from pipeline.state import StateError, fields
+
+log = logging.getLogger(__name__)
 
 
 class Scorer:
@@ -65,6 +69,32 @@ class Scorer:
         if isinstance(record, Label):
             self.transactions.learn_label(record)
         return []
+
+    def state(self) -> dict[str, Any]:
+        """Everything this Scorer learned, as plain data (see :mod:`pipeline.state`)."""
+        return {"v": 1, "seed": self.seed, "events": self.events, "dex": self.dex.state(),
+                "transactions": self.transactions.state()}
+
+    def load_state(self, state: dict[str, Any]) -> list[str]:
+        """Load :meth:`state` into this Scorer, built from today's configuration. Rules whose
+        detector or filter changed since, or that are new, start fresh; the returned notes
+        (also logged) say which. Raises :class:`~pipeline.state.StateError` if the state
+        does not fit at all."""
+        fields(state, "scorer", 1, seed=int, events=int, dex=dict, transactions=dict)
+        if state["seed"] != self.seed:
+            raise StateError(f"the checkpoint's scorer has seed {state['seed']}, this one "
+                             f"{self.seed}")
+        notes = self.dex.load_state(state["dex"]) + \
+            self.transactions.load_state(state["transactions"])
+        self.events = state["events"]
+        for note in notes:
+            log.warning("restoring a checkpoint: %s", note)
+        return notes
+
+    @property
+    def rules(self) -> list[Rule]:
+        """Every live rule, DEX ones first."""
+        return [*self.dex.rules, *self.transactions.rules]
 
     def prequential_score(self, item_id: str) -> float | None:
         """The supervised model's score of a scored transaction whose label is pending."""

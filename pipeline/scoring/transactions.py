@@ -18,12 +18,14 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
+from pipeline import codec
 from pipeline.alerts import Alert
 from pipeline.detectors import DelayedLabelModel, ScoreDrift
 from pipeline.features import AddressFeatures
 from pipeline.records import Label, TokenTransfer, Transaction
 from pipeline.rules import Event, Rule, RuleSet
-from pipeline.scoring.common import DriftWatch
+from pipeline.scoring.common import DriftWatch, load_rules_state, rules_state
+from pipeline.state import StateError, fields
 
 MAX_WAITING_LABELS = 200_000
 
@@ -98,6 +100,37 @@ class TransactionScoring:
         if model.learn_label(label.subject, label.label, label.released_block) and \
                 model.last_test is not None:
             self.supervised_drift.learn_one({"score": model.last_test[0]})
+
+    def state(self) -> dict[str, Any]:
+        """Features, rules, drift, the supervised model and the labels not yet due (as their
+        wire encoding, validated again on load)."""
+        return {"v": 1, "features": self.features.state(), "rules": rules_state(self.rules),
+                "drift": self.drift.state(), "supervised": self.supervised.state(),
+                "supervised_drift": self.supervised_drift.state(),
+                "counts": [self.events, self.labels, self.stream_block, self.labels_dropped],
+                "alerts": self.alerts,
+                "waiting": [[due, seq, codec.encode(label)] for due, seq, label in self.waiting]}
+
+    def load_state(self, state: dict[str, Any]) -> list[str]:
+        fields(state, "transaction scoring", 1, features=dict, rules=dict, drift=dict,
+               supervised=dict, supervised_drift=dict, counts=list, alerts=dict, waiting=list)
+        self.features.load_state(state["features"])
+        notes = load_rules_state(self.rules, state["rules"])
+        self.drift.load_state(state["drift"])
+        self.supervised.load_state(state["supervised"])
+        self.supervised_drift.load_state(state["supervised_drift"])
+        self.events, self.labels, self.stream_block, self.labels_dropped = state["counts"]
+        self.alerts = dict(state["alerts"])
+        waiting = []
+        for due, seq, raw in state["waiting"]:
+            label = codec.decode(raw)
+            if not isinstance(label, Label):
+                raise StateError("transaction scoring state: a waiting label is a "
+                                 f"{label.record_type}")
+            waiting.append((int(due), int(seq), label))
+        heapq.heapify(waiting)
+        self.waiting = waiting
+        return notes
 
     def metrics(self) -> dict[str, float]:
         feats, model = self.features, self.supervised
