@@ -4,7 +4,6 @@ evictions are counted, rows without reserves never move a pool's price or liquid
 from __future__ import annotations
 
 import math
-import pickle
 from collections import Counter
 
 from hypothesis import example, given, settings
@@ -21,6 +20,7 @@ from pipeline.features import (
     TradeWindow,
 )
 from pipeline.records import MAX_BLOCK_NUMBER, DexEvent, Transaction
+from pipeline.state import decode, encode
 
 TRADES = st.lists(st.tuples(st.integers(0, 3), st.sampled_from("abcde"), st.booleans(),
                             st.integers(1, 10**20), st.booleans()), min_size=1, max_size=60)
@@ -72,7 +72,9 @@ def test_keyed_store_is_bounded_and_counts_evictions() -> None:
         assert len(store) <= 100
     assert store.evictions == 1000 - len(store)
     assert all(store.peek(k) is not None for k in store)
-    assert pickle.loads(pickle.dumps(store)).evictions == store.evictions
+    restored = KeyedStore(Seen, max_keys=100, idle_blocks=10)
+    restored.load_state(decode(encode(store.state())))
+    assert restored.evictions == store.evictions and list(restored) == list(store)
 
 
 def _swap(block: int, r0: int, r1: int, to: str, *, weth_in: int = 0, weth_out: int = 0,
