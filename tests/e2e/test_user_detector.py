@@ -111,3 +111,20 @@ def test_the_readme_documents_every_feature_a_detector_receives() -> None:
     for kind in ("transactions", "dex"):
         assert markdown(kind).strip() in text, f"README's {kind} feature table is stale: " \
             "paste pipeline.features.catalog.markdown(kind)"
+
+
+@pytest.mark.parametrize("command", [["detectors", "list"], ["score", "--bootstrap",
+                                                           "127.0.0.1:9"]])
+def test_a_detector_that_does_not_import_is_one_line_before_any_work(
+        tmp_path: Path, command: list[str]) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[detectors.gone]\nclass = "nosuchmodule:Detector"\non = "dex"\n'
+                      "threshold = 0.5\n")
+    done = subprocess.run([CHAINWATCH, *command, "--config", str(config)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].endswith("detectors.gone: cannot import nosuchmodule:Detector: "
+                              "ModuleNotFoundError: No module named 'nosuchmodule'; check the "
+                              "module is importable (on PYTHONPATH or installed)"), lines
+    assert "Traceback" not in done.stderr and not (tmp_path / "chainwatch-data").exists()
