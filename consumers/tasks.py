@@ -270,12 +270,19 @@ class TaskManager:
     def _load(self, ref: CheckpointRef, data: bytes) -> dict[str, Any]:
         """A Scorer and offsets from a checkpoint's bytes; CheckpointRefused if they cannot
         be (the caller falls back to an older checkpoint)."""
-        written = ref.meta.get("state_format")
-        if written != STATE_FORMAT or state.format_of(data) != STATE_FORMAT:
-            what = ("a pickled Scorer of the previous release, which is never unpickled"
-                    if written == 1 else "not readable by this chainwatch")
-            raise CheckpointRefused(f"refusing checkpoint {ref.uri}: its state is of format "
-                                    f"{written!r} ({what}), expected {STATE_FORMAT}",
+        written, found = ref.meta.get("state_format"), state.format_of(data)
+        if written != STATE_FORMAT or found != STATE_FORMAT:
+            if written == 1:
+                what = ("format 1, a pickle of the whole Scorer by the previous release, "
+                        "which is never unpickled")
+            elif written != STATE_FORMAT:
+                what = f"format {written!r}"
+            else:
+                what = (f"format {STATE_FORMAT} by its meta, but its bytes carry "
+                        + (f"the header of format {found}" if found is not None
+                           else "no state header"))
+            raise CheckpointRefused(f"refusing checkpoint {ref.uri}: its state is of {what}; "
+                                    f"this chainwatch reads state format {STATE_FORMAT}",
                                     reason="state_format")
         try:
             tree = state.decode(data)

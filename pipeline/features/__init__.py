@@ -14,6 +14,10 @@ Memory is bounded: every store keeps its keys in a :class:`KeyedStore`, which ev
 idle for ``idle_blocks`` and the least recently seen beyond ``max_keys``; the ``evictions``
 attribute of each store counts them for the service's metrics.
 
+Every store, window and per-key state saves itself as plain data with ``state()`` and takes
+it back with ``load_state(state)`` (:mod:`pipeline.state`): keys in recency order, eviction
+counts and exact integer aggregates included; limits and window sizes are configuration.
+
 Blocks may come out of order (a late record, the same chain produced twice into one broker):
 every feature stays defined and finite, ages and idle times clamp at 0, and no record moves a
 key's state so that a later one fails. Implausible block numbers never get here: records

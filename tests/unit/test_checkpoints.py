@@ -710,12 +710,15 @@ def test_a_checkpoint_whose_state_does_not_load_is_skipped_for_an_older_one(
     for tree in ({"scorer": {"v": 9}, "offsets": {}}, {"scorer": {}, "offsets": {"t": "x"}}):
         store.save(settings.consumer_group, "p0000", state.encode(tree), genuine.meta)
     store.save(settings.consumer_group, "p0000", b"CWSTATE2\n\xc1", genuine.meta)
+    store.save(settings.consumer_group, "p0000", pickle.dumps({}), genuine.meta)
     with caplog.at_level(logging.WARNING):
         task = _manager(settings)._restore(0)
     assert task.restored_from == genuine
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) == 3 and all("state does not load" in w for w in warnings)
-    assert "layout version 9" in warnings[2]
+    assert len(warnings) == 4 and all("state does not load" in w for w in warnings[1:])
+    assert "state is of format 2 by its meta, but its bytes carry no state header" \
+        in warnings[0]
+    assert "layout version 9" in warnings[3]
 
 
 def test_a_store_without_key_or_audit_check_is_not_restored_from(tmp_path: Path) -> None:
