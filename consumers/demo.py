@@ -12,6 +12,7 @@ demo replaces the log a previous demo left at the same path, and keeps its signi
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import threading
 import time
@@ -27,6 +28,8 @@ from pipeline.audit.trust import default_public_key_path
 from pipeline.broker import LocalBroker
 from pipeline.evaluation import evaluate_synthetic
 from pipeline.progress import Progress, rate
+from pipeline.rules import RuleSet
+from pipeline.scoring import Scorer
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
 from producers.campaigns import CAMPAIGN_TYPES
@@ -108,6 +111,7 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
              stop: threading.Event | None = None) -> DemoResult:
     """Run the whole pipeline once on a fresh local broker and return what happened."""
     stop = stop or threading.Event()
+    rules = RuleSet.load(settings.detectors)  # a rule that cannot run fails before any work
     chain = SyntheticChain(SynthConfig(seed=seed, blocks=blocks,
                                        campaigns=dict.fromkeys(CAMPAIGN_TYPES, 4.0)))
     started = time.monotonic()
@@ -122,7 +126,8 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
         producer = _Producer(settings, chain, stop)
         # one member in the group: a short session makes the join take ~1 s, not ~5 s
         scorer = ScorerService(settings, stop=stop, session_timeout_ms=2000,
-                               heartbeat_interval_ms=500)
+                               heartbeat_interval_ms=500,
+                               scorer_factory=functools.partial(Scorer, rules=rules))
         auditor = AuditorService(settings, stop=stop)
         audit_error: list[BaseException] = []
 

@@ -16,6 +16,7 @@ The report directory gets ``summary.json``, plots and ``report.html``.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import threading
 import time
@@ -44,6 +45,7 @@ from pipeline.evaluation import (
 from pipeline.features.pools import WETH
 from pipeline.progress import Progress, rate
 from pipeline.records import ChainRecord, DexEvent, Label
+from pipeline.rules import RuleSet
 from pipeline.scoring import Scorer
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
@@ -60,8 +62,8 @@ class RecordingScorer(Scorer):
     """A Scorer that keeps the supervised model's prequential (score, label) pairs and counts
     the labels it is given, until a :class:`PrequentialLog` drains them."""
 
-    def __init__(self, seed: int = 42) -> None:
-        super().__init__(seed)
+    def __init__(self, seed: int = 42, rules: RuleSet | None = None) -> None:
+        super().__init__(seed, rules)
         self.transactions.supervised.test_log = []
         self.labels_read = 0
 
@@ -110,6 +112,7 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
                    stop: threading.Event | None = None) -> dict[str, Any]:
     """Produce, score, grade; write the report to ``out`` and return the summary."""
     stop = stop or threading.Event()
+    rules = RuleSet.load(settings.detectors)  # a bad rule fails here, before the broker starts
     recorded = PrequentialLog()
     with _broker(bootstrap) as address, tempfile.TemporaryDirectory(prefix="cw-eval-") as tmp:
         settings = settings.replace(bootstrap_servers=address,
@@ -119,7 +122,8 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
         ensure_topics(settings)
         started = time.monotonic()
         truth, produced = _produce(settings, source, progress, stop)
-        service = ScorerService(settings, stop, scorer_factory=RecordingScorer,
+        service = ScorerService(settings, stop,
+                                scorer_factory=functools.partial(RecordingScorer, rules=rules),
                                 session_timeout_ms=2000, heartbeat_interval_ms=500)
         status = Progress(lambda: f"evaluate: scored {service.stats.consumed:,}/{produced:,} "
                           f"events · {rate(service.stats.consumed, status.elapsed)}",

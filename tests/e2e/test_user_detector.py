@@ -128,3 +128,17 @@ def test_a_detector_that_does_not_import_is_one_line_before_any_work(
                               "ModuleNotFoundError: No module named 'nosuchmodule'; check the "
                               "module is importable (on PYTHONPATH or installed)"), lines
     assert "Traceback" not in done.stderr and not (tmp_path / "chainwatch-data").exists()
+
+
+def test_the_demo_and_evaluate_refuse_a_bad_rule_before_starting_a_broker(
+        tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[detectors.rug_pull]\nparams = { min_liquidity = 5 }\n')
+    for command in (["demo"], ["evaluate", "synth", "--out", str(tmp_path / "report")]):
+        done = subprocess.run([CHAINWATCH, *command, "--config", str(config)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 2, done.stderr
+        assert "detectors.rug_pull: pipeline.detectors:LiquidityDrain(**params) failed: " \
+               "TypeError" in done.stderr.strip().splitlines()[-1]
+        assert "bootstrap" not in done.stderr and "Traceback" not in done.stderr
+        assert not (tmp_path / "chainwatch-data").exists() and not (tmp_path / "report").exists()
