@@ -89,3 +89,4 @@ def test_scorer_state_is_exported_as_metrics(settings: Settings) -> None:
         assert (REGISTRY.get_sample_value("chainwatch_feature_keys", {"store": store}) or 0) > 0
     assert REGISTRY.get_sample_value("chainwatch_model_drifts",
                                      {"detector": "pump_and_dump"}) is not None
+    assert REGISTRY.get_sample_value("chainwatch_rule_errors", {"rule": "wash_trading"}) == 0
