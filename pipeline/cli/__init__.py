@@ -36,6 +36,7 @@ EXAMPLES = """examples:
       --bootstrap 127.0.0.1:9092 --cursor uni.cursor
   chainwatch topics --bootstrap 127.0.0.1:9092   # create chainwatch's topics
   chainwatch audit verify                        # check the audit log, leaf by leaf
+  chainwatch detectors list --config chainwatch.toml   # the rules a scorer would run
 """
 
 
