@@ -149,7 +149,7 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
         summary["by_type"] = {k: headline(k, v) for k, v in report.items()}
         summary["detail"] = report
         write_report(out, f"chainwatch evaluation: synthetic seed {source.seed}", summary,
-                     scored=_scored_alerts(alerts, report), delays=_delays(report),
+                     alerts=alerts, scored=_scored_alerts(alerts, report), delays=_delays(report),
                      timelines=_timelines(truth, dex, alerts))
     elif source.kind == "blte":
         pairs = recorded.pairs
@@ -161,14 +161,15 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
                                  "positives": sum(label for _, label in pairs),
                                  "roc_auc": roc_auc(pairs), "pr_auc": average_precision(pairs)}
         write_report(out, "chainwatch evaluation: BLTE labelled transactions", summary,
-                     scored={"supervised (prequential)": pairs})
+                     alerts=alerts, scored={"supervised (prequential)": pairs})
     else:
         crashes = crash_events(dex)
         summary["crashes"] = {"definition": "WETH reserve or price at least 90 % below its "
                               "running peak, recovering to no more than 20 % of it",
                               "count": len(crashes)}
         summary["by_type"] = {"rug_pull": evaluate_events(alerts, crashes)}
-        write_report(out, "chainwatch evaluation: Uniswap-V2 2021 replay", summary)
+        write_report(out, "chainwatch evaluation: Uniswap-V2 2021 replay", summary,
+                     alerts=alerts)
     return summary
 
 

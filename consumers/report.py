@@ -17,6 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from pipeline.alerts import Alert
+
 
 @dataclass
 class Timeline:
@@ -44,12 +46,17 @@ def pr_curve(scored: list[tuple[float, int]]) -> list[tuple[float, float]]:
 
 
 def write_report(directory: Path, title: str, summary: dict[str, Any], *,
+                 alerts: list[Alert] | None = None,
                  scored: dict[str, list[tuple[float, int]]] | None = None,
                  delays: dict[str, list[int]] | None = None,
                  timelines: list[Timeline] | None = None) -> Path:
-    """Write the report; returns the path of report.html."""
+    """Write the report; returns the path of report.html. ``alerts`` (every alert graded) go
+    to ``alerts.jsonl``, one alert's wire JSON a line in stream order, for anyone to
+    re-grade."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    ordered = sorted(alerts or [], key=lambda a: (a.event_time, a.alert_id))
+    (directory / "alerts.jsonl").write_bytes(b"".join(a.to_json() + b"\n" for a in ordered))
     figures: list[tuple[str, str]] = []
     if scored and any(pr_curve(pairs) for pairs in scored.values()):
         figures.append(("precision_recall.png", "Precision-recall by detector"))

@@ -7,10 +7,12 @@ import os
 import socket
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from pipeline.alerts import Alert
 from tests.conftest import CHAINWATCH
 
 pytestmark = pytest.mark.e2e
@@ -153,6 +155,10 @@ def test_evaluate_synth_writes_a_report(tmp_path: Path) -> None:
                  "timeline_1.png"):
         assert (out / name).stat().st_size > 0, name
     assert "pump_and_dump" in (out / "report.html").read_text()
+    graded = [Alert.from_json(line) for line in (out / "alerts.jsonl").read_bytes().splitlines()]
+    assert len(graded) == sum(summary["alerts_by_type"].values()) > 0
+    assert Counter(a.type for a in graded) == summary["alerts_by_type"]
+    assert [a.event_time for a in graded] == sorted(a.event_time for a in graded)
 
 
 def test_evaluate_blte_reports_prequential_auc(tmp_path: Path) -> None:
