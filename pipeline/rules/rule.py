@@ -102,6 +102,8 @@ class Rule:
         self.errors = 0
         self.last_error = ""
         self.alerts = 0
+        # evaluation: when a list, every score is appended as (subject, block, score)
+        self.score_log: list[tuple[str, int, float]] | None = None
 
     def __repr__(self) -> str:
         return f"Rule({self.name!r}, {self.detector!r}, {self.spec.filter})"
@@ -131,6 +133,8 @@ class Rule:
     def apply(self, event: Event) -> tuple[float, Alert | None]:
         """Score, filter, learn and maybe alert (steps 1-4 of the module docstring)."""
         score = self.score(event.x)
+        if self.score_log is not None:
+            self.score_log.append((event.subject, event.record.block_number, score))
         f = self.filter
         if isinstance(f, QuantileFilter):
             flagged = f.flags(score)
