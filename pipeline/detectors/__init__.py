@@ -14,6 +14,8 @@ The family:
 * :class:`PumpPhase` — the pump of a pump-and-dump, during the pump and before the dump;
 * :class:`LiquidityDrain` — a rug pull: most of a pool's WETH gone within a few blocks;
 * :class:`WashTrading` — a cluster trading one pool in circles, net position ≈ 0;
+* :class:`PoolRisk` — supervised by pools' delayed outcomes: will this pool be drained or
+  crash within a day?
 * :class:`DelayedLabelModel` — supervised, learns from delayed labels; scores, never alerts;
 * :class:`ScoreDrift` — ADWIN on another detector's score stream: drifts as a metric and an
   alert.
@@ -31,11 +33,13 @@ from pipeline.detectors.base import (
 )
 from pipeline.detectors.drift import ScoreDrift
 from pipeline.detectors.pump import PumpPhase
+from pipeline.detectors.risk import RISK_FEATURES, PoolRisk
 from pipeline.detectors.rug import LiquidityDrain
 from pipeline.detectors.supervised import SUPERVISED_FEATURES, DelayedLabelModel
 from pipeline.detectors.wash import WashTrading
 
 __all__ = [
+    "RISK_FEATURES",
     "SUPERVISED_FEATURES",
     "TRANSFER_FEATURES",
     "Configurable",
@@ -43,6 +47,7 @@ __all__ = [
     "DelayedLabelModel",
     "Detector",
     "LiquidityDrain",
+    "PoolRisk",
     "PumpPhase",
     "QuantileFilter",
     "ScoreDrift",

@@ -36,6 +36,10 @@ RUG_PULL = RuleSpec(
 WASH_TRADING = RuleSpec(
     name="wash_trading", detector="pipeline.detectors:WashTrading", kind="dex",
     threshold=0.7, evidence=WASH_EVIDENCE, explain="pipeline.rules.builtin:explain_wash")
+RUG_RISK = RuleSpec(
+    name="rug_risk", detector="pipeline.detectors:PoolRisk", kind="dex", threshold=0.95,
+    cooldown_blocks=6_500,  # one warning a day per pool
+    learn="outcomes", explain="pipeline.rules.builtin:explain_risk")
 ANOMALOUS_TRANSFER = RuleSpec(
     name="anomalous_transfer", detector="pipeline.detectors:TransferAnomaly",
     kind="transactions", quantile=0.9995, window=5_000, warmup=2_000,
@@ -85,3 +89,13 @@ def explain_anomaly(rule: Rule, event: Event, score: float) -> Finding:
     """Medium when value moved through a wallet never seen before, else low."""
     return Finding(rounded(event.x, rule.spec.evidence) | rule.cut(),
                    severity="medium" if event.x.get("novel_value", 0.0) >= 1.0 else "low")
+
+
+def explain_risk(rule: Rule, event: Event, score: float) -> Finding:
+    """The features that pushed the risk up most (their log-odds terms), with their values."""
+    terms = getattr(rule.detector, "contributions", None)
+    top = dict(list(terms(event.x).items())[:5]) if callable(terms) else {}
+    evidence = {"risk": round(score, 6),
+                "top_features": {k: round(v, 4) for k, v in top.items()},
+                "features": rounded(event.x, tuple(top))} | rule.cut()
+    return Finding(evidence, severity="high" if score >= 0.98 else "medium")

@@ -34,7 +34,7 @@ from pipeline.rules.rule import Explainer, Rule, default_finding
 from pipeline.rules.spec import KINDS, RuleSpec, parse_table
 
 GROUP = "chainwatch.detectors"
-BUILTIN = ("anomalous_transfer", "pump_and_dump", "rug_pull", "wash_trading")
+BUILTIN = ("anomalous_transfer", "pump_and_dump", "rug_pull", "rug_risk", "wash_trading")
 
 
 def _import(path: str, what: str) -> Any:
@@ -172,9 +172,11 @@ class RuleSet:
         for spec in self.specs:
             rule = self._build(spec, seed=0)
             x = dict.fromkeys(names(spec.kind), 0.0)
+            labelled = (0,) if spec.learn == "outcomes" else ()  # learn_one(x, y)
             for method in ("score_one", "learn_one", "score_one"):
                 try:
-                    result = getattr(rule.detector, method)(dict(x))
+                    args = labelled if method == "learn_one" else ()
+                    result = getattr(rule.detector, method)(dict(x), *args)
                     if method == "score_one":
                         float(result)
                 except Exception as exc:

@@ -140,7 +140,7 @@ class Rule:
             flagged = f.flags(score)
         else:
             flagged = score > 0.0 and f.crosses(score)
-        learn = self.spec.learn
+        learn = self.spec.learn  # "outcomes": taught by the scorer, see learn_outcome
         if learn == "all" or (learn == "unflagged" and not flagged):
             try:
                 self.detector.learn_one(event.x)
@@ -157,6 +157,13 @@ class Rule:
             return score, None
         self.alerts += 1
         return score, self.alert(event, min(max(score, 0.0), 1.0))
+
+    def learn_outcome(self, x: dict[str, float], y: int) -> None:
+        """Teach a ``learn = "outcomes"`` rule's detector one released outcome."""
+        try:
+            self.detector.learn_one(x, y)  # type: ignore[call-arg]
+        except Exception as exc:
+            self._failed("learn_one", exc)
 
     def alert(self, event: Event, score: float) -> Alert:
         finding = self.explain(self, event, score)

@@ -28,9 +28,12 @@ from pipeline.errors import ConfigError
 
 KINDS = ("dex", "transactions")
 """Record kinds a rule can score: DEX events of a pool, and transactions of an address."""
-LEARN = ("unflagged", "all", "none")
+LEARN = ("unflagged", "all", "none", "outcomes")
 """Which scored events a rule's detector learns: those its filter did not flag (the default:
-a detector never learns the outliers it reports), every one, or none."""
+a detector never learns the outliers it reports), every one, none, or (``dex`` rules) none
+directly but the pools' delayed outcomes: ``learn_one(x, y)`` with y = 1 for a snapshot of a
+pool later drained or crashed within the horizon, 0 for one that survived it
+(:mod:`pipeline.scoring.outcomes`)."""
 NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 CLASS_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 DEFAULT_COOLDOWN_BLOCKS = 100
@@ -86,6 +89,9 @@ class RuleSpec:
                               "cooldown_blocks at least 0")
         if self.learn not in LEARN:
             raise ConfigError(f"{where}: learn = {self.learn!r}; use one of {', '.join(LEARN)}")
+        if self.learn == "outcomes" and self.kind != "dex":
+            raise ConfigError(f"{where}: learn = 'outcomes' is for rules on dex (pool "
+                              f"outcomes); this one is on {self.kind}")
         if self.explain is not None and not CLASS_PATH.fullmatch(self.explain):
             raise ConfigError(f"{where}: explain = {self.explain!r} is not 'module:function'")
 

@@ -13,6 +13,7 @@ from pipeline.features import PoolFeatures
 from pipeline.records import DexEvent
 from pipeline.rules import Event, Rule, RuleSet
 from pipeline.scoring.common import DriftWatch, load_rules_state, rules_state
+from pipeline.scoring.outcomes import PoolOutcomes
 from pipeline.state import fields
 
 
@@ -24,6 +25,9 @@ class DexScoring:
         self.seed = seed
         self.features = PoolFeatures()
         self.rules: list[Rule] = rules.build("dex", seed)
+        # rules that learn from pools' delayed outcomes, and the outcomes they learn from
+        self.outcome_rules = [r for r in self.rules if r.spec.learn == "outcomes"]
+        self.outcomes = PoolOutcomes() if self.outcome_rules else None
         self.drift = DriftWatch(tuple(r.name for r in self.rules if r.spec.drift))
         self.events = 0
         self.alerts: dict[str, int] = {}
@@ -38,6 +42,10 @@ class DexScoring:
             alerts += drift.drift_alerts(drifted, ev.item_id, source, block,
                                          ev.block_timestamp)
         st, x = self.features.update_state(ev)
+        if self.outcomes is not None:  # labels due by this event, learnt before it is scored
+            for snapshot, y in self.outcomes.observe(ev.pool_address, block, x):
+                for rule in self.outcome_rules:
+                    rule.learn_outcome(snapshot, y)
         event = Event(ev, x, st, ev.pool_address, source)
         for rule in self.rules:
             score, alert = rule.apply(event)
@@ -51,12 +59,15 @@ class DexScoring:
 
     def state(self) -> dict[str, Any]:
         return {"v": 1, "features": self.features.state(), "rules": rules_state(self.rules),
-                "drift": self.drift.state(), "events": self.events, "alerts": self.alerts}
+                "drift": self.drift.state(), "events": self.events, "alerts": self.alerts,
+                "outcomes": self.outcomes.state() if self.outcomes is not None else None}
 
     def load_state(self, state: dict[str, Any]) -> list[str]:
         fields(state, "dex scoring", 1, features=dict, rules=dict, drift=dict, events=int,
-               alerts=dict)
+               alerts=dict, outcomes=(dict, type(None)))
         self.features.load_state(state["features"])
+        if self.outcomes is not None and state["outcomes"] is not None:
+            self.outcomes.load_state(state["outcomes"])
         notes = load_rules_state(self.rules, state["rules"])
         self.drift.load_state(state["drift"])
         self.events, self.alerts = state["events"], dict(state["alerts"])
@@ -71,6 +82,11 @@ class DexScoring:
             "evictions_pools": float(feats.pools.evictions),
             "evictions_dex_wallets": float(feats.wallets.evictions),
         }
+        if self.outcomes is not None:
+            o = self.outcomes
+            out |= {"outcome_snapshots": float(o.count), "outcomes_drained": float(o.positives),
+                    "outcomes_survived": float(o.negatives),
+                    "evictions_outcome_snapshots": float(o.dropped)}
         for name, count in self.drift.drifts.items():
             out[f"drifts_{name}"] = float(count)
         for rule in self.rules:

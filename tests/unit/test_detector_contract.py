@@ -80,6 +80,10 @@ class Case:
         return type(self.factory()).__name__
 
 
+def _learn_outcome(detector: Any, x: Features, i: int) -> None:
+    detector.learn_one(x, x.get("return_20", 0.0) > 0.05 or i % 3 == 0)
+
+
 STREAMS = {"transactions": "tx", "dex": "dex"}
 NOT_RULES: dict[type, tuple[str, Callable[[Any, Features, int], None]]] = {
     DelayedLabelModel: ("tx", _learn_labelled),  # learns from labels, never alerts
@@ -89,7 +93,8 @@ NOT_RULES: dict[type, tuple[str, Callable[[Any, Features, int], None]]] = {
 
 def _discover() -> list[Case]:
     rules = RuleSet.load()
-    cases = [Case(functools.partial(rules.detector, spec.name, 3), STREAMS[spec.kind])
+    cases = [Case(functools.partial(rules.detector, spec.name, 3), STREAMS[spec.kind],
+                  _learn_outcome if spec.learn == "outcomes" else _learn)
              for spec in rules.specs]
     cases += [Case(functools.partial(cls, seed=5) if "seed" in inspect.signature(cls).parameters
                    else cls, stream, teach) for cls, (stream, teach) in NOT_RULES.items()]

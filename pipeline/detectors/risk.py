@@ -1,0 +1,108 @@
+"""Pool risk: the probability that a pool will be drained or crash, learnt from outcomes.
+
+:class:`PoolRisk` is a supervised river model on pool features. It learns ``learn_one(x, y)``
+from the delayed outcomes :class:`~pipeline.scoring.outcomes.PoolOutcomes` releases in stream
+time (y = 1: drained or crashed within the horizon after the snapshot ``x``; 0: survived it),
+and scores every pool event with ``score_one(x)``: the model's probability, from what is known
+at that moment. Before it has learnt ``min_labels`` outcomes, ``min_each`` of each kind, it
+scores 0 (not warm): a cold model's 0.5 means nothing.
+
+Features are squashed with a signed ``log1p`` (counts, WETH amounts and ratios alike keep
+their order and lose their tails), then standardised (river's ``StandardScaler``) into a
+logistic regression. :meth:`contributions` gives each feature's share of the log-odds (weight
+times scaled value), which an alert reports as the features that drove it.
+
+>>> risk = PoolRisk(features=("a",), min_labels=20, min_each=5)
+>>> risk.score_one({"a": 9.0})
+0.0
+>>> for i in range(200):
+...     risk.learn_one({"a": float(i % 10)}, i % 10 >= 5)
+>>> risk.warm, risk.score_one({"a": 9.0}) > 0.5 > risk.score_one({"a": 0.0})
+(True, True)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from river import compose, linear_model, optim, preprocessing
+
+from pipeline.detectors.base import Configurable
+from pipeline.state import fields, river_blob, river_estimator
+
+RISK_FEATURES = (
+    "age", "liquidity_weth", "liquidity_peak_weth", "liquidity_growth", "drawdown",
+    "price_vs_first", "price_drop_peak", "price_peak_age", "volatility_50", "syncs_270",
+    "blocks_since_mint", "lp_holders", "lp_creator_share", "lp_top_share", "lp_locked_share",
+    "lp_mints", "lp_burns", "lp_creator_removed", "trades_20", "return_20",
+)
+"""What is known of a pool at an event (see :mod:`pipeline.features.catalog`): its age,
+liquidity and its path, price path and volatility, trading activity, and who holds its LP
+tokens. A feature missing from ``x`` counts as 0."""
+
+
+def squash(value: float) -> float:
+    """Signed log1p: order kept, tails tamed.
+
+    >>> squash(0.0), round(squash(99.0), 3), round(squash(-99.0), 3)
+    (0.0, 4.605, -4.605)
+    """
+    return math.copysign(math.log1p(abs(value)), value)
+
+
+class PoolRisk(Configurable):
+    """Logistic regression on squashed, standardised pool features; score in [0, 1]."""
+
+    name = "pool_risk"
+    version = "1"
+
+    def __init__(self, *, features: tuple[str, ...] = RISK_FEATURES,
+                 learning_rate: float = 0.02, l2: float = 0.001, min_labels: int = 200,
+                 min_each: int = 20, seed: int = 42) -> None:
+        self.features = tuple(features)
+        self.learning_rate = learning_rate
+        self.l2 = l2
+        self.min_labels = min_labels
+        self.min_each = min_each
+        self.seed = seed  # the model is deterministic; kept for the common configuration
+        self.model: Any = compose.Pipeline(
+            preprocessing.StandardScaler(),
+            linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate), l2=l2),
+        )
+        self.labels = [0, 0]  # outcomes learnt: survived, drained or crashed
+
+    @property
+    def warm(self) -> bool:
+        return sum(self.labels) >= self.min_labels and min(self.labels) >= self.min_each
+
+    def _vector(self, x: dict[str, float]) -> dict[str, float]:
+        get = x.get
+        return {f: squash(get(f, 0.0)) for f in self.features}
+
+    def learn_one(self, x: dict[str, float], y: bool | int) -> None:
+        self.model.learn_one(self._vector(x), bool(y))
+        self.labels[int(bool(y))] += 1
+
+    def score_one(self, x: dict[str, float]) -> float:
+        if not self.warm:
+            return 0.0
+        return float(self.model.predict_proba_one(self._vector(x)).get(True, 0.0))
+
+    def contributions(self, x: dict[str, float]) -> dict[str, float]:
+        """Each feature's term of the log-odds (weight times standardised value), largest
+        magnitude first."""
+        scaler, regression = self.model.steps.values()
+        scaled = scaler.transform_one(self._vector(x))
+        weights = regression.weights
+        terms = {f: float(weights.get(f, 0.0)) * float(v) for f, v in scaled.items()}
+        return dict(sorted(terms.items(), key=lambda kv: -abs(kv[1])))
+
+    def state(self) -> dict[str, Any]:
+        return {"v": 1, "model": river_blob(self.model), "labels": list(self.labels)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        fields(state, "pool risk", 1, model=dict, labels=list)
+        self.model = river_estimator(state["model"], "pool risk model",
+                                     lambda e: isinstance(e, compose.Pipeline))
+        self.labels = [int(n) for n in state["labels"]]
