@@ -9,13 +9,19 @@ alerts topic are compared with the ground truth by :mod:`pipeline.evaluation`:
   labelled transaction scored in stream time (by the model holding every label released
   before its block, see :mod:`pipeline.detectors.supervised`), before it learns its label;
 * ``uniswap-v2``: liquidity drains and price crashes found in the replayed pool data itself
-  (:func:`pipeline.evaluation.crash_events`), against the rug-pull alerts.
+  (:func:`pipeline.evaluation.crash_events`), against the rug-pull alerts (all events, and
+  drains and crashes apart); and, when the settings have a rule named ``rug_risk``, every
+  score it gave, graded per pool by :mod:`pipeline.risk_evaluation` (ROC-AUC and PR-AUC by
+  pool age and before the event, alert shares and lead times, in a ``tune`` and a
+  ``report`` half), with ``healthy_tokens.csv`` of the dataset folder as the
+  known-legitimate tokens.
 
 The report directory gets ``summary.json``, plots and ``report.html``.
 """
 
 from __future__ import annotations
 
+import csv
 import functools
 import tempfile
 import threading
@@ -28,7 +34,7 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from consumers.report import Timeline, write_report
+from consumers.report import RiskReport, Timeline, write_report
 from consumers.scorer import ScorerService
 from consumers.tasks import TaskManager
 from pipeline import clients, codec
@@ -45,7 +51,8 @@ from pipeline.evaluation import (
 from pipeline.features.pools import WETH
 from pipeline.progress import Progress, rate
 from pipeline.records import ChainRecord, DexEvent, Label
-from pipeline.rules import RuleSet
+from pipeline.risk_evaluation import evaluate_risk, first_alerts, pool_outcomes, priced_weth_pools
+from pipeline.rules import Rule, RuleSet
 from pipeline.scoring import Scorer
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
@@ -58,14 +65,25 @@ SOURCES = ("synth", "blte", "uniswap-v2")
 LABEL_DELAY_BLOCKS = 5760  # about a day: when a replayed label is released in stream time
 
 
-class RecordingScorer(Scorer):
-    """A Scorer that keeps the supervised model's prequential (score, label) pairs and counts
-    the labels it is given, until a :class:`PrequentialLog` drains them."""
+RISK_RULE = "rug_risk"
+"""The rule whose every score the ``uniswap-v2`` evaluation records and grades
+(:mod:`pipeline.risk_evaluation`); without such a rule the summary has no ``rug_risk``."""
 
-    def __init__(self, seed: int = 42, rules: RuleSet | None = None) -> None:
+
+class RecordingScorer(Scorer):
+    """A Scorer that keeps the supervised model's prequential (score, label) pairs, every
+    score of the rule named ``risk_rule`` (when it has one) and counts the labels it is given,
+    until a :class:`PrequentialLog` drains them."""
+
+    def __init__(self, seed: int = 42, rules: RuleSet | None = None,
+                 risk_rule: str = RISK_RULE) -> None:
         super().__init__(seed, rules)
         self.transactions.supervised.test_log = []
         self.labels_read = 0
+        self.risk_rule: Rule | None = next((r for r in self.rules if r.name == risk_rule),
+                                           None)
+        if self.risk_rule is not None:
+            self.risk_rule.score_log = []
 
     def process(self, record: ChainRecord, source: dict[str, Any]) -> list[Alert]:
         self.labels_read += isinstance(record, Label)
@@ -83,6 +101,8 @@ class PrequentialLog:
 
     pairs: list[tuple[float, int]] = field(default_factory=list)
     labels: int = 0
+    risk_scores: list[tuple[str, int, float]] = field(default_factory=list)
+    risk_rule: str | None = None  # the name of the rule risk_scores come from, if any
 
     def collect(self, tasks: TaskManager | None) -> None:
         for task in tasks.tasks.values() if tasks is not None else ():
@@ -95,6 +115,11 @@ class PrequentialLog:
             if log:
                 self.pairs.extend(log)
                 log.clear()
+            rule = scorer.risk_rule
+            if rule is not None and rule.score_log is not None:
+                self.risk_rule = rule.name
+                self.risk_scores.extend(rule.score_log)
+                rule.score_log.clear()
 
 
 @dataclass(frozen=True)
@@ -168,9 +193,82 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
                               "running peak, recovering to no more than 20 % of it",
                               "count": len(crashes)}
         summary["by_type"] = {"rug_pull": evaluate_events(alerts, crashes)}
+        summary["rug_pull_by_event_kind"] = {
+            kind: evaluate_events(alerts, [c for c in crashes if c.kind == kind])
+            for kind in ("liquidity_drain", "price_crash")}
+        priced = priced_weth_pools(dex)
+        summary["rug_pull_alerts_without_priced_weth"] = sum(
+            1 for a in alerts if a.type == "rug_pull" and a.subject not in priced)
+        risk = _risk(summary, recorded, dex, alerts, source.path)
         write_report(out, "chainwatch evaluation: Uniswap-V2 2021 replay", summary,
-                     alerts=alerts)
+                     alerts=alerts, risk=risk)
     return summary
+
+
+def read_healthy_tokens(folder: Path | None) -> set[str]:
+    """The token addresses (lower case) of ``healthy_tokens.csv`` in a dataset folder; none
+    when the folder has no such file."""
+    path = folder / "healthy_tokens.csv" if folder is not None else None
+    if path is None or not path.is_file():
+        return set()
+    with path.open(newline="", encoding="utf-8") as f:
+        return {row["token_address"].strip().lower() for row in csv.DictReader(f)
+                if row.get("token_address")}
+
+
+TIMELINE_POOLS = 2  # per group (caught, missed, falsely flagged), the first by pool address
+REPORT_HALF = "report"
+
+
+def _risk(summary: dict[str, Any], recorded: PrequentialLog, dex: list[DexEvent],
+          alerts: list[Alert], folder: Path | None) -> RiskReport | None:
+    """The ``rug_risk`` section of the summary and what its plots need; None (and a note in
+    the summary) when no rule of that name scored."""
+    if recorded.risk_rule is None:
+        summary["rug_risk_note"] = (f"no rule named {RISK_RULE} is configured: no "
+                                    f"{RISK_RULE} figures")
+        return None
+    name = recorded.risk_rule
+    outcomes = pool_outcomes(dex, read_healthy_tokens(folder))
+    flagged = [(a.subject, alert_block(a)) for a in alerts if a.type == name]
+    stream_end = max((e.block_number for e in dex), default=0)
+    result = evaluate_risk(outcomes, recorded.risk_scores, flagged, stream_end)
+    summary[RISK_RULE] = {"rule": name, "report_half": REPORT_HALF} | result.summary
+    half = REPORT_HALF
+    roc = {f"age {k}": v for k, v in result.age_pairs[half].items()} | \
+        {f"{k} before the event": v for k, v in result.before_pairs[half].items()}
+    first = first_alerts(flagged)
+    shown = [o for o in outcomes.values() if o.universe and o.split == half]
+    caught = [o for o in shown if o.event_block is not None
+              and first.get(o.pool, o.event_block) < o.event_block]
+    missed = [o for o in shown if o.event_block is not None and o not in caught]
+    false = [o for o in shown if o.event_block is None and o.pool in first]
+    timelines = []
+    for group, members in (("caught", caught), ("missed", missed), ("falsely flagged", false)):
+        for o in sorted(members, key=lambda o: o.pool)[:TIMELINE_POOLS]:
+            phases = {o.event_kind: o.event_block} if o.event_kind and o.event_block else {}
+            timelines.append(_pool_timeline(f"{name} {group}: {o.pool}", o.pool, dex, alerts,
+                                            phases=phases, types=(name, "rug_pull")))
+    return RiskReport(rule=name, half=half, roc=roc,
+                      lead_blocks=result.summary[half]["alerts"]["lead_blocks"],
+                      timelines=timelines)
+
+
+def _pool_timeline(title: str, pool: str, dex: list[DexEvent], alerts: list[Alert], *,
+                   phases: dict[str, int], types: tuple[str, ...]) -> Timeline:
+    """WETH reserve and price of one pool over its whole replay, with its alerts of
+    ``types``."""
+    timeline = Timeline(title, phases=phases)
+    for ev in dex:
+        if ev.pool_address == pool and ev.reserve0 and ev.reserve1:
+            weth, token = ((ev.reserve0, ev.reserve1) if ev.token0 == WETH
+                           else (ev.reserve1, ev.reserve0))
+            timeline.blocks.append(ev.block_number)
+            timeline.prices.append(weth / token)
+            timeline.liquidity.append(weth / 1e18)
+    timeline.alerts = sorted((alert_block(a), a.type) for a in alerts
+                             if a.subject == pool and a.type in types)
+    return timeline
 
 
 DELAY_REFERENCE = {"pump_and_dump": "median_delay_from_onset",  # blocks after the pump began

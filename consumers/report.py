@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from pipeline.alerts import Alert
+from pipeline.evaluation import roc_auc
+from pipeline.risk_evaluation import BLOCKS_PER_HOUR, roc_points
 
 
 @dataclass
@@ -30,6 +33,20 @@ class Timeline:
     liquidity: list[float] = field(default_factory=list)
     alerts: list[tuple[int, str]] = field(default_factory=list)  # (block, alert type)
     phases: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class RiskReport:
+    """What the rug-risk plots show, all from one half of the pools (``half``): the (score,
+    label) pairs of each ROC curve (named ``age 1h`` … for the pool ages, anything else
+    for before the event), the lead times of the pools alerted ahead of their event
+    and the pool timelines. The table beside them reads ``summary[rule][half]``."""
+
+    rule: str
+    half: str
+    roc: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    lead_blocks: list[int] = field(default_factory=list)
+    timelines: list[Timeline] = field(default_factory=list)
 
 
 def pr_curve(scored: list[tuple[float, int]]) -> list[tuple[float, float]]:
@@ -49,7 +66,8 @@ def write_report(directory: Path, title: str, summary: dict[str, Any], *,
                  alerts: list[Alert] | None = None,
                  scored: dict[str, list[tuple[float, int]]] | None = None,
                  delays: dict[str, list[int]] | None = None,
-                 timelines: list[Timeline] | None = None) -> Path:
+                 timelines: list[Timeline] | None = None,
+                 risk: RiskReport | None = None) -> Path:
     """Write the report; returns the path of report.html. ``alerts`` (every alert graded) go
     to ``alerts.jsonl``, one alert's wire JSON a line in stream order, for anyone to
     re-grade."""
@@ -67,9 +85,56 @@ def write_report(directory: Path, title: str, summary: dict[str, Any], *,
     for i, timeline in enumerate(timelines or []):
         figures.append((f"timeline_{i + 1}.png", timeline.title))
         _plot_timeline(directory / figures[-1][0], timeline)
+    risk_figures: list[tuple[str, str]] = []
+    if risk is not None:
+        risk_figures = _risk_figures(directory, risk)
     page = directory / "report.html"
-    page.write_text(_html(title, summary, figures), encoding="utf-8")
+    page.write_text(_html(title, summary, figures, risk, risk_figures), encoding="utf-8")
     return page
+
+
+def _risk_figures(directory: Path, risk: RiskReport) -> list[tuple[str, str]]:
+    figures: list[tuple[str, str]] = []
+    name = risk.rule
+    if risk.lead_blocks:
+        hours = [b / BLOCKS_PER_HOUR for b in risk.lead_blocks]
+        figures.append((f"{name}_lead_time.png",
+                        f"{name}: hours from the first alert to the event, {len(hours)} "
+                        f"pools alerted at or before it ({risk.half} half)"))
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.hist(hours, bins=24)
+        ax.set(xlabel="hours ahead of the event", ylabel="pools")
+        fig.tight_layout()
+        fig.savefig(directory / figures[-1][0], dpi=110)
+        plt.close(fig)
+    for group, prefix in (("age", "by_age"), ("before", "before_event")):
+        curves = {k: v for k, v in risk.roc.items() if k.startswith("age ") == (group == "age")}
+        drawn = {k: v for k, v in curves.items() if roc_points(v)}
+        if not drawn:
+            continue
+        figures.append((f"{name}_roc_{prefix}.png",
+                        f"{name}: ROC {'by pool age' if group == 'age' else 'before the event'}"
+                        f" ({risk.half} half)"))
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        for label, pairs in drawn.items():
+            points = roc_points(pairs)
+            auc = roc_auc(pairs)
+            positives = sum(y for _, y in pairs)
+            ax.plot([x for x, _ in points], [y for _, y in points], drawstyle="steps-post",
+                    label=f"{label}: AUC {_fmt(auc)} ({positives}+ / "
+                          f"{len(pairs) - positives}-)")
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        ax.set(xlabel="false-positive rate", ylabel="true-positive rate", xlim=(0, 1),
+               ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(directory / figures[-1][0], dpi=110)
+        plt.close(fig)
+    for i, timeline in enumerate(risk.timelines):
+        figures.append((f"{name}_timeline_{i + 1}.png", timeline.title))
+        _plot_timeline(directory / figures[-1][0], timeline)
+    return figures
 
 
 def _plot_pr(path: Path, scored: dict[str, list[tuple[float, int]]]) -> None:
@@ -111,8 +176,8 @@ def _plot_timeline(path: Path, t: Timeline) -> None:
                 ax.annotate(name, (block, 1), xycoords=("data", "axes fraction"),
                             fontsize=8, color="grey", va="top")
         for block, kind in t.alerts:
-            ax.axvline(block, color="tab:red", linewidth=1.2, alpha=0.8,
-                       label=kind if ax is price_ax else None)
+            ax.axvline(block, color=_ALERT_COLOURS.get(kind, "tab:red"), linewidth=1.2,
+                       alpha=0.8, label=kind if ax is price_ax else None)
     handles, labels = price_ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
     if unique:
@@ -123,7 +188,71 @@ def _plot_timeline(path: Path, t: Timeline) -> None:
     plt.close(fig)
 
 
-def _html(title: str, summary: dict[str, Any], figures: list[tuple[str, str]]) -> str:
+_ALERT_COLOURS = {"rug_risk": "tab:orange"}
+
+
+def _figure_html(figures: list[tuple[str, str]]) -> str:
+    return "".join(f'<figure><img src="{html.escape(name)}" alt="{html.escape(caption)}">'
+                   f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+                   for name, caption in figures)
+
+
+_RISK_AUC_COLUMNS = ("roc_auc", "pr_auc", "positives", "negatives")
+_RISK_SHARES = (
+    ("event_pools", "event pools"),
+    ("lived_1h_pools", "event pools that lived >= 1 h"),
+    ("lived_1h_flagged_1h_ahead_share", "… of them flagged >= 1 h ahead"),
+    ("lived_6h_pools", "event pools that lived >= 6 h"),
+    ("lived_6h_flagged_6h_ahead_share", "… of them flagged >= 6 h ahead"),
+    ("flagged_1h_ahead_share", "event pools flagged >= 1 h ahead"),
+    ("flagged_6h_ahead_share", "event pools flagged >= 6 h ahead"),
+    ("flagged_24h_ahead_share", "event pools flagged >= 24 h ahead"),
+    ("fast_pools", "fast event pools (event < 1 h after the first reserves)"),
+    ("fast_flagged_before_event_share", "… of them flagged before the event"),
+    ("never_event_pools", "never-event pools"),
+    ("never_event_flagged_share", "… of them ever flagged"),
+    ("healthy_pools", "healthy-token pools (all, WETH side or not)"),
+    ("healthy_flagged_share", "… of them ever flagged"),
+)
+
+
+def _risk_html(summary: dict[str, Any], risk: RiskReport,
+               figures: list[tuple[str, str]]) -> str:
+    section = summary.get(risk.rule)
+    if not isinstance(section, dict) or risk.half not in section:
+        return ""
+    part = section[risk.half]
+    rows = []
+    for group, label in (("by_age", "at pool age"), ("before_event", "before the event")):
+        for horizon, metrics in part[group].items():
+            cells = "".join(f"<td>{_fmt(metrics.get(k))}</td>" for k in _RISK_AUC_COLUMNS)
+            rows.append(f"<tr><th>{label} {html.escape(horizon)}</th>{cells}</tr>")
+    auc_table = ("<table><tr><th>horizon</th>"
+                 + "".join(f"<th>{c}</th>" for c in _RISK_AUC_COLUMNS) + "</tr>"
+                 + "".join(rows) + "</table>")
+    halves = [h for h in ("tune", "report", "all") if h in section]
+    share_rows = "".join(
+        f"<tr><th>{html.escape(label)}</th>"
+        + "".join(f"<td>{_fmt(section[h]['alerts'].get(key))}</td>" for h in halves)
+        + "</tr>" for key, label in _RISK_SHARES)
+    leads = part["alerts"].get("lead_blocks", [])
+    share_rows += ("<tr><th>alerted at or before the event (lead-time histogram)</th>"
+                   + "".join(f"<td>{len(section[h]['alerts'].get('lead_blocks', []))}</td>"
+                             for h in halves) + "</tr>")
+    median = statistics.median(leads) / BLOCKS_PER_HOUR if leads else None
+    share_table = ("<table><tr><th>first alert per pool</th>"
+                   + "".join(f"<th>{h}</th>" for h in halves) + "</tr>" + share_rows
+                   + "</table>")
+    name = html.escape(risk.rule)
+    return (f"<h2>{name}</h2><p>{html.escape(str(section.get('definition', '')))}</p>"
+            f"<p>ROC-AUC and PR-AUC, {html.escape(risk.half)} half (the curves below):</p>"
+            f"{auc_table}<p>Alerts ({html.escape(risk.half)} half in the plots; median "
+            f"lead {_fmt(median)} h):</p>{share_table}{_figure_html(figures)}")
+
+
+def _html(title: str, summary: dict[str, Any], figures: list[tuple[str, str]],
+          risk: RiskReport | None = None,
+          risk_figures: list[tuple[str, str]] | None = None) -> str:
     rows = []
     for name, metrics in sorted(summary.get("by_type", {}).items()):
         cells = "".join(f"<td>{_fmt(metrics.get(k))}</td>" for k in _COLUMNS)
@@ -132,15 +261,14 @@ def _html(title: str, summary: dict[str, Any], figures: list[tuple[str, str]]) -
              + "</tr>" + "".join(rows) + "</table>") if rows else ""
     notes = "".join(f"<li>{html.escape(str(k))}: {html.escape(_fmt(v))}</li>"
                     for k, v in sorted(summary.items()) if not isinstance(v, (dict, list)))
-    images = "".join(f'<figure><img src="{html.escape(name)}" alt="{html.escape(caption)}">'
-                     f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-                     for name, caption in figures)
+    images = _figure_html(figures)
+    risk_part = _risk_html(summary, risk, risk_figures or []) if risk is not None else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}}
 figure{{display:inline-block;margin:1rem}}img{{max-width:28rem}}</style></head>
-<body><h1>{html.escape(title)}</h1>{table}<ul>{notes}</ul>{images}
+<body><h1>{html.escape(title)}</h1>{table}<ul>{notes}</ul>{images}{risk_part}
 <p>Full figures in <a href="summary.json">summary.json</a>.</p></body></html>
 """
 

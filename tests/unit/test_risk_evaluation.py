@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
+from consumers.evaluate import PrequentialLog, RecordingScorer
+from consumers.report import RiskReport, Timeline, write_report
+from consumers.tasks import Task, TaskManager
 from pipeline.evaluation import crash_events
 from pipeline.features import WETH
 from pipeline.records import DexEvent
@@ -140,3 +147,45 @@ def test_roc_points() -> None:
     assert roc_points([(0.9, 1), (0.8, 0), (0.7, 1), (0.1, 0)]) == \
         [(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]
     assert roc_points([(0.5, 1)]) == []
+
+
+def test_recording_scorer_logs_the_named_rule_and_the_log_drains() -> None:
+    scorer = RecordingScorer(risk_rule="rug_pull")  # any dex rule; rug_risk by default
+    assert scorer.risk_rule is not None and scorer.risk_rule.score_log == []
+    assert RecordingScorer(risk_rule="no_such_rule").risk_rule is None
+    tasks = cast("TaskManager", SimpleNamespace(tasks={0: Task(0, scorer)}))
+    recorded = PrequentialLog()
+    recorded.collect(tasks)
+    assert recorded.risk_rule == "rug_pull" and recorded.risk_scores == []
+    for event in _events()[:4]:
+        scorer.process(event, {"topic": "test", "partition": 0, "offset": 0})
+        recorded.collect(tasks)
+        assert scorer.risk_rule.score_log == []  # what a checkpoint would see
+    assert [(p, b) for p, b, _ in recorded.risk_scores] == \
+        [(e.pool_address, e.block_number) for e in _events()[:4]]
+
+
+def test_report_tables_and_plots_agree(tmp_path: Path) -> None:
+    outcomes = pool_outcomes(_events(), [HEALTHY])
+    result = evaluate_risk(outcomes, SCORES, ALERTS, END)
+    summary = {"rug_risk": {"rule": "rug_risk"} | result.summary}
+    roc = {f"age {k}": v for k, v in result.age_pairs["report"].items()} | \
+        {f"{k} before the event": v for k, v in result.before_pairs["report"].items()}
+    timeline = Timeline("rug_risk caught: " + A, blocks=[1000, 4000], prices=[0.1, 0.001],
+                        liquidity=[10, 0.1], alerts=[(3460, "rug_risk"), (4000, "rug_pull")],
+                        phases={"liquidity_drain": 4000})
+    risk = RiskReport("rug_risk", "report", roc=roc,
+                      lead_blocks=result.summary["report"]["alerts"]["lead_blocks"],
+                      timelines=[timeline])
+    write_report(tmp_path, "t", summary, risk=risk)
+    for name in ("rug_risk_lead_time.png", "rug_risk_roc_by_age.png",
+                 "rug_risk_roc_before_event.png", "rug_risk_timeline_1.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    page = (tmp_path / "report.html").read_text()
+    assert "<h2>rug_risk</h2>" in page and "report half" in page
+    # the report half's 1 h-before figure: A (0.9) against C (0.8): AUC 1
+    assert "<tr><th>before the event 1h</th><td>1.000</td><td>1.000</td><td>1</td><td>1</td>" \
+        in page
+    assert "median lead 1." in page  # 50 and 540 blocks: 295 / 270 h
+    assert json.loads((tmp_path / "summary.json").read_text())["rug_risk"]["report"][
+        "alerts"]["lead_blocks"] == [50, 540]
