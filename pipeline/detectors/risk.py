@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from river import compose, linear_model, optim, preprocessing
+from river import compose, forest, linear_model, optim, preprocessing
 
 from pipeline.detectors.base import Configurable
 from pipeline.state import fields, river_blob, river_estimator
@@ -40,6 +40,11 @@ RISK_FEATURES = (
 """What is known of a pool at an event (see :mod:`pipeline.features.catalog`): its age,
 liquidity and its path, price path and volatility, trading activity, and who holds its LP
 tokens. A feature missing from ``x`` counts as 0."""
+
+
+ESTIMATORS = ("logistic", "forest")
+"""``logistic``: river's LogisticRegression; ``forest``: its AMFClassifier (aggregated
+Mondrian forest of ``trees`` trees, at most ``max_nodes`` nodes each)."""
 
 
 def squash(value: float) -> float:
@@ -58,18 +63,27 @@ class PoolRisk(Configurable):
     version = "1"
 
     def __init__(self, *, features: tuple[str, ...] = RISK_FEATURES,
-                 learning_rate: float = 0.02, l2: float = 0.001, min_labels: int = 200,
-                 min_each: int = 20, seed: int = 42) -> None:
+                 estimator: str = "logistic",
+                 learning_rate: float = 0.02, l2: float = 0.001, trees: int = 10,
+                 max_nodes: int = 1_000, min_labels: int = 200, min_each: int = 20,
+                 seed: int = 42) -> None:
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator {estimator!r} is not one of {', '.join(ESTIMATORS)}")
         self.features = tuple(features)
+        self.estimator = estimator
         self.learning_rate = learning_rate
         self.l2 = l2
+        self.trees = trees
+        self.max_nodes = max_nodes
         self.min_labels = min_labels
         self.min_each = min_each
-        self.seed = seed  # the model is deterministic; kept for the common configuration
-        self.model: Any = compose.Pipeline(
-            preprocessing.StandardScaler(),
-            linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate), l2=l2),
-        )
+        self.seed = seed
+        learner: Any
+        if estimator == "logistic":
+            learner = linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate), l2=l2)
+        else:  # river's aggregated Mondrian forest: non-linear, calibrated, bounded
+            learner = forest.AMFClassifier(n_estimators=trees, max_nodes=max_nodes, seed=seed)
+        self.model: Any = compose.Pipeline(preprocessing.StandardScaler(), learner)
         self.labels = [0, 0]  # outcomes learnt: survived, drained or crashed
 
     @property
@@ -92,9 +106,12 @@ class PoolRisk(Configurable):
     def contributions(self, x: dict[str, float]) -> dict[str, float]:
         """Each feature's term of the log-odds (weight times standardised value), largest
         magnitude first."""
-        scaler, regression = self.model.steps.values()
+        scaler, learner = self.model.steps.values()
         scaled = scaler.transform_one(self._vector(x))
-        weights = regression.weights
+        weights = getattr(learner, "weights", None)
+        if weights is None:  # a forest: the standardised values themselves, largest first
+            return dict(sorted(((f, float(v)) for f, v in scaled.items()),
+                               key=lambda kv: -abs(kv[1])))
         terms = {f: float(weights.get(f, 0.0)) * float(v) for f, v in scaled.items()}
         return dict(sorted(terms.items(), key=lambda kv: -abs(kv[1])))
 
