@@ -171,6 +171,35 @@ def test_evaluate_blte_reports_prequential_auc(tmp_path: Path) -> None:
     assert 0.0 <= supervised["roc_auc"] <= 1.0 and 0.0 <= supervised["pr_auc"] <= 1.0
 
 
+def test_evaluate_uniswap_grades_rug_pull_and_rug_risk(tmp_path: Path) -> None:
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    out = tmp_path / "uni"
+    result = run("evaluate", "uniswap-v2", str(data / "uniswap-v2-2021"), "--limit", "60000",
+                 "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["by_type"]["rug_pull"]["events"] == summary["crashes"]["count"] > 0
+    by_kind = summary["rug_pull_by_event_kind"]
+    assert set(by_kind) == {"liquidity_drain", "price_crash"}
+    assert sum(k["events"] for k in by_kind.values()) == summary["crashes"]["count"]
+    assert isinstance(summary["rug_pull_alerts_without_priced_weth"], int)
+    page = (out / "report.html").read_text()
+    if "rug_risk" not in summary:  # the settings have no rug_risk rule
+        assert "rug_risk" in summary["rug_risk_note"]
+        return
+    risk = summary["rug_risk"]
+    assert risk["universe_pools"] >= risk["event_pools"] > 0
+    assert risk["healthy_pools"] > 0 and risk["healthy_pools_in_universe"] == 0
+    for half in ("tune", "report", "all"):
+        assert set(risk[half]) == {"by_age", "before_event", "alerts"}
+        assert set(risk[half]["by_age"]) == set(risk[half]["before_event"]) == \
+            {"1h", "6h", "24h"}
+    assert risk["tune"]["alerts"]["event_pools"] + risk["report"]["alerts"]["event_pools"] \
+        == risk["all"]["alerts"]["event_pools"] == risk["event_pools"]
+    assert "<h2>rug_risk</h2>" in page
+    assert (out / "rug_risk_roc_by_age.png").stat().st_size > 0
+
+
 def test_evaluate_needs_a_path_for_datasets(tmp_path: Path) -> None:
     result = run("evaluate", "blte", "--out", str(tmp_path))
     assert result.returncode == 2
