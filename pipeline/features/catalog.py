@@ -49,7 +49,17 @@ from pipeline.features.addresses import (
     WINDOW,
     YOUNG_BLOCKS,
 )
-from pipeline.features.pools import LONG, RETURN_WINDOWS, SHORT, VOLUME_TAU, PoolFeatures
+from pipeline.features.lp import MAX_HOLDERS, MINIMUM_LIQUIDITY
+from pipeline.features.pools import (
+    LONG,
+    RETURN_WINDOWS,
+    SHORT,
+    SYNC_BUCKET,
+    SYNC_WINDOW,
+    VOLATILITY_N,
+    VOLUME_TAU,
+    PoolFeatures,
+)
 
 KINDS = ("transactions", "dex")
 
@@ -141,6 +151,9 @@ _TRANSACTIONS = (
 )
 
 _S, _L = SHORT, LONG
+_RESERVES = "the pool has had an event carrying both reserves"
+_LEDGER = ("the pool's launch mint (see launch_age) carried an LP amount, so its LP ledger "
+           "started from zero supply, and its creator has received LP")
 _DEX = (
     Feature("price",
             "WETH-side reserve / other reserve, in smallest units (WETH per token unit for an "
@@ -215,6 +228,67 @@ _DEX = (
             "0 (none) or reserves equal to the amounts it put in (0 when out of order).",
             "blocks",
             when="the first event seen of the pool was such a launch mint"),
+    Feature("liquidity_peak_weth",
+            "The highest WETH reserve after any event carrying both reserves since the pool "
+            "was first seen (the peak behind drawdown).", "WETH", when=_RESERVES),
+    Feature("liquidity_growth",
+            "The WETH reserve / the first nonzero WETH reserve seen of the pool.", "ratio",
+            when=_RESERVES),
+    Feature("price_vs_first", "price / the first nonzero price seen of the pool (computed "
+            "exactly from the reserves).", "ratio", when=_RESERVES),
+    Feature("price_drop_peak",
+            "1 - price / the highest price since the pool was first seen (a slow dump over "
+            "many blocks, which price_drop_10 misses); 0 at the peak.", "share in [0, 1]",
+            when=_RESERVES),
+    Feature("price_peak_age",
+            "Blocks since the latest event at which the price stood at that peak (0 when "
+            "out of order).", "blocks", when=_RESERVES),
+    Feature("blocks_since_mint",
+            "Blocks since the newest block with a mint event of the pool, this one included "
+            "(0 when out of order).", "blocks", when="a mint of the pool has been seen"),
+    Feature("syncs_270",
+            f"Events carrying both reserves (syncs, and swaps, mints and burns stating "
+            f"reserves) in the last {SYNC_WINDOW - SYNC_BUCKET + 1} to {SYNC_WINDOW} blocks "
+            f"(~1 hour), counted in {SYNC_BUCKET}-block buckets: blocks from {SYNC_BUCKET} x "
+            f"floor(b / {SYNC_BUCKET}) - {SYNC_WINDOW - SYNC_BUCKET} to b, this one "
+            "included.", "count"),
+    Feature("volatility_50",
+            "Sample standard deviation of the natural-log price changes between consecutive "
+            f"events carrying both reserves, over the last {VOLATILITY_N} such changes.",
+            "log price change", when="at least 2 such changes were seen"),
+    Feature("lp_mints",
+            "Mint events of the pool since it was first seen, this one included, except the "
+            f"row minting Uniswap's {MINIMUM_LIQUIDITY} units of minimum liquidity to the "
+            "zero address (a pool's first LP row).", "count"),
+    Feature("lp_burns",
+            "Liquidity removals of the pool since it was first seen, this one included: a "
+            "Burn event, or of the two LP-transfer rows of a Uniswap burn (holder -> pool, "
+            "pool -> zero address) only the second; a holder's LP sent to the zero address "
+            "is a lock, not counted.", "count"),
+    Feature("lp_holders",
+            "Addresses holding a positive LP balance, not counting the zero address, the pool, "
+            "the dead address and known lockers; with more than "
+            f"{MAX_HOLDERS} others only the {MAX_HOLDERS} largest (roughly) and the creator "
+            "are tracked, so a lower bound then.", "count", when=_LEDGER),
+    Feature("lp_creator_share",
+            "The creator's LP balance / the circulating LP, the creator being the first "
+            "mint's recipient other than the zero address and the pool; circulating is the LP "
+            "supply less "
+            "the pool's own balance (LP in flight of a burn) and the first "
+            f"{MINIMUM_LIQUIDITY} units at the zero address: what holders, locked ones "
+            "included, hold; 0 when none circulates.", "share in [0, 1]", when=_LEDGER),
+    Feature("lp_top_share",
+            "The largest LP balance of a holder counted in lp_holders / the circulating LP "
+            "(see lp_creator_share).", "share in [0, 1]", when=_LEDGER),
+    Feature("lp_locked_share",
+            "LP held by the dead address and known lockers (UNCX, Team Finance), plus what "
+            f"the zero address holds beyond its first {MINIMUM_LIQUIDITY} units (LP minted or "
+            "sent there), / the circulating LP (see lp_creator_share).", "share in [0, 1]",
+            when=_LEDGER),
+    Feature("lp_creator_removed",
+            "1 - the creator's LP balance / its highest balance so far (what the creator has "
+            "sold, moved, locked or burnt of its peak holding).", "share in [0, 1]",
+            when=_LEDGER),
 )
 
 CATALOG: Mapping[str, tuple[Feature, ...]] = MappingProxyType(

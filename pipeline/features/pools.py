@@ -1,4 +1,4 @@
-"""Per-pool features from the DEX stream: price, returns, flow, crowd, liquidity, LP removals.
+"""Per-pool features from the DEX stream: price, returns, flow, crowd, liquidity, LP holders.
 
 :class:`PoolFeatures` turns each :class:`~pipeline.records.DexEvent` into a flat
 ``dict[str, float]`` about its pool, updating O(1) running state per event. The WETH side of
@@ -28,7 +28,40 @@ history):
 ``lp_burns_20``, ``lp_removed_weth_20``  liquidity removals and the WETH they took
 ``age``                    blocks since the pool was first seen
 ``launch_age``             blocks since its launch, when the launch (first mint) was seen
+``liquidity_peak_weth``    running peak of the WETH reserve, in ether
+``liquidity_growth``       WETH reserve / the first nonzero WETH reserve seen
+``price_vs_first``         price / the first nonzero price seen (exact, from the reserves)
+``price_drop_peak``        1 - price / its running peak since first seen (a slow dump)
+``price_peak_age``         blocks since the price last stood at that peak
+``blocks_since_mint``      blocks since the last mint, once one was seen
+``syncs_270``              events carrying reserves in the last 261-270 blocks (10-block
+                           buckets, ≈ 1 h)
+``volatility_50``          sample std of log price changes between consecutive events
+                           carrying reserves, over the last 50 changes (at least 2)
+``lp_mints``, ``lp_burns``  mints (but the 1000-unit minimum-liquidity row) and liquidity
+                           removals since first seen; a two-row Uniswap burn (holder → pool,
+                           pool → zero address) counts once, a holder's LP sent to the zero
+                           address (a lock) not at all
+``lp_holders``             LP holders with a positive balance (of at most 64 tracked, plus
+                           the creator), locked and pool addresses excluded
+``lp_creator_share``       creator's LP / circulating LP (supply less the pool's in-flight
+                           LP and the zero address's first 1000 units; locked LP included)
+``lp_top_share``           largest holder's LP / circulating LP
+``lp_locked_share``        LP of the dead address and lockers, plus the zero address's
+                           beyond 1000 units, / circulating LP
+``lp_creator_removed``     1 - creator's LP / its peak
 =========================  ==================================================================
+
+The LP keys (``lp_holders`` … ``lp_creator_removed``) come from
+:class:`~pipeline.features.lp.LpLedger`, which reads every LP row (mint, burn and transfer
+rows carrying ``liquidity``) of a pool whose launch mint carried an LP amount, and holds its
+approximations (64 balances per pool) and its list of lockers. The trajectory keys are exact
+comparisons of integer reserves, floats only once computed; everything is O(1) amortised per
+event and bounded per pool (27 buckets, a ring of 50 log changes, 64 balances).
+
+A :class:`PoolState` saves layout 2 (the trajectory and the LP ledger); a checkpoint of the
+previous layout 1 is refused with a StateError, so a task restored from one starts its
+features fresh.
 
 Blocks may come out of order (the same chain produced twice, a late event): ages clamp
 at 0, a block older than a ring's newest leaves the ring as it is, and the usual-volume
@@ -56,9 +89,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pipeline.features.lp import MINIMUM_LIQUIDITY, LpLedger
 from pipeline.features.store import KeyedStore, Seen
 from pipeline.features.windows import BlockRing, TradeWindow
-from pipeline.records import DexEvent
+from pipeline.records import ZERO_ADDRESS, DexEvent
 from pipeline.state import StateError, fields
 
 WETH = "0xc02aaa39b223fe8d0a0e5c4f27ead9083c756cc2"
@@ -66,14 +100,20 @@ ETHER = 1e18
 RETURN_WINDOWS = (1, 3, 5, 10, 20)
 SHORT, LONG = 5, 20
 VOLUME_TAU = 200.0  # blocks: time constant of a pool's usual volume
+SYNC_WINDOW, SYNC_BUCKET = 270, 10  # blocks (~1 h), counted in 10-block buckets
+VOLATILITY_N = 50  # log price changes in volatility_50
+LP_KINDS = frozenset({"mint", "burn", "transfer"})
 
 
 class PoolState:
     """Running state of one pool (see :class:`PoolFeatures`)."""
 
-    __slots__ = ("burns", "first_block", "last_block", "launch_block", "liquidity", "long",
-                 "peak_liquidity", "price", "prices", "reserves", "short", "vol_block",
-                 "vol_rate", "weth_is_0")
+    __slots__ = ("burns", "first_block", "first_token", "first_weth", "last_block",
+                 "launch_block", "ledger", "liquidity", "log_returns", "long", "lp_burns",
+                 "lp_mints", "mint_block", "peak_block", "peak_liquidity", "peak_token",
+                 "peak_weth", "price", "prices", "reserve_token", "reserves", "returns_head",
+                 "returns_sq", "returns_sum", "short", "syncs", "vol_block", "vol_rate",
+                 "weth_is_0")
 
     def __init__(self, block: int) -> None:
         self.first_block = self.last_block = block
@@ -89,33 +129,75 @@ class PoolState:
         self.burns: list[tuple[int, int, str]] = []  # (block, WETH out, item id), LONG blocks
         self.vol_rate = 0.0  # exponentially weighted WETH volume per block
         self.vol_block = block
+        # trajectory since first seen; reserves (so prices, as WETH/token pairs) exact ints
+        self.reserve_token = 0  # token reserve after the last event carrying reserves
+        self.first_weth = self.first_token = 0  # the first nonzero reserves
+        self.peak_weth = self.peak_token = 0  # the reserves at the highest price
+        self.peak_block = -1
+        self.mint_block = -1  # the newest block with a mint
+        self.lp_mints = self.lp_burns = 0
+        self.syncs: list[list[int]] = []  # [10-block bucket, events with reserves], ascending
+        self.log_returns: list[float] = []  # the last VOLATILITY_N log price changes (a ring)
+        self.returns_head = 0  # the oldest entry once the ring is full
+        self.returns_sum = self.returns_sq = 0.0  # their sum and sum of squares
+        self.ledger: LpLedger | None = None  # LP holders, when the launch was seen
 
     def state(self) -> dict[str, Any]:
-        """Scalars as they are (reserves in exact wei), rings and windows by their own state."""
-        return {"v": 1,
+        """Scalars as they are (reserves in exact wei), rings and windows by their own state.
+
+        Layout 2 added the trajectory and the LP ledger; a checkpoint of layout 1 is refused
+        (StateError), so a task restored from one starts its features fresh.
+        """
+        return {"v": 2,
                 "blocks": [self.first_block, self.last_block, self.launch_block,
-                           self.vol_block],
+                           self.vol_block, self.peak_block, self.mint_block],
                 "weth_is_0": self.weth_is_0, "price": self.price, "liquidity": self.liquidity,
                 "peak_liquidity": self.peak_liquidity, "vol_rate": self.vol_rate,
                 "prices": self.prices.state(), "reserves": self.reserves.state(),
                 "short": self.short.state(), "long": self.long.state(),
-                "burns": [list(b) for b in self.burns]}
+                "burns": [list(b) for b in self.burns],
+                "reserve_token": self.reserve_token,
+                "first": [self.first_weth, self.first_token],
+                "peak": [self.peak_weth, self.peak_token],
+                "lp_counts": [self.lp_mints, self.lp_burns],
+                "syncs": [list(b) for b in self.syncs],
+                "returns": {"values": list(self.log_returns), "head": self.returns_head,
+                            "sum": self.returns_sum, "sq": self.returns_sq},
+                "ledger": None if self.ledger is None else self.ledger.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        fields(state, "pool", 1, blocks=list, weth_is_0=bool, price=float, liquidity=int,
+        fields(state, "pool", 2, blocks=list, weth_is_0=bool, price=float, liquidity=int,
                peak_liquidity=int, vol_rate=float, prices=dict, reserves=dict, short=dict,
-               long=dict, burns=list)
+               long=dict, burns=list, reserve_token=int, first=list, peak=list,
+               lp_counts=list, syncs=list, returns=dict, ledger=(dict, type(None)))
+        returns = state["returns"]
         try:
-            (self.first_block, self.last_block, self.launch_block,
-             self.vol_block) = (int(b) for b in state["blocks"])
+            (self.first_block, self.last_block, self.launch_block, self.vol_block,
+             self.peak_block, self.mint_block) = (int(b) for b in state["blocks"])
             burns = [(int(b), int(w), str(i)) for b, w, i in state["burns"]]
-        except (TypeError, ValueError) as exc:
+            self.first_weth, self.first_token = (int(v) for v in state["first"])
+            self.peak_weth, self.peak_token = (int(v) for v in state["peak"])
+            self.lp_mints, self.lp_burns = (int(v) for v in state["lp_counts"])
+            syncs = [[int(b), int(n)] for b, n in state["syncs"]]
+            log_returns = [float(v) for v in returns["values"]]
+            head, total, sq = int(returns["head"]), float(returns["sum"]), float(returns["sq"])
+        except (TypeError, ValueError, KeyError) as exc:
             raise StateError(f"pool state does not fit: {exc}") from exc
+        if len(log_returns) > VOLATILITY_N or not 0 <= head < VOLATILITY_N \
+                or len(syncs) > SYNC_WINDOW // SYNC_BUCKET:
+            raise StateError("pool state does not fit: rings longer than their bounds")
         self.weth_is_0, self.price = state["weth_is_0"], float(state["price"])
         self.liquidity, self.peak_liquidity = state["liquidity"], state["peak_liquidity"]
         self.vol_rate, self.burns = float(state["vol_rate"]), burns
+        self.reserve_token, self.syncs = state["reserve_token"], syncs
+        self.log_returns, self.returns_head = log_returns, head
+        self.returns_sum, self.returns_sq = total, sq
         for name in ("prices", "reserves", "short", "long"):
             getattr(self, name).load_state(state[name])
+        self.ledger = None
+        if state["ledger"] is not None:
+            self.ledger = LpLedger()
+            self.ledger.load_state(state["ledger"])
 
 
 class PoolFeatures:
@@ -168,13 +250,25 @@ class PoolFeatures:
                                                                             ev.reserve0)
         if reserve_weth and reserve_token:
             close = float(st.liquidity)  # the reserve before this event
+            before = st.price
             st.price = reserve_weth / reserve_token
+            _trajectory(st, block, reserve_weth, reserve_token, before)
             st.liquidity = reserve_weth
             st.peak_liquidity = max(st.peak_liquidity, reserve_weth)
             st.prices.set(block, st.price)
             peak = st.reserves.at(block) if st.reserves.block == block else None
             st.reserves.set(block, max(float(reserve_weth), peak or 0.0), carry=close)
         kind = ev.kind
+        if kind == "mint":
+            st.mint_block = max(st.mint_block, block)
+            if not (new and ev.to == ZERO_ADDRESS and ev.liquidity == MINIMUM_LIQUIDITY):
+                st.lp_mints += 1  # not Uniswap's minimum-liquidity row of a first mint
+        elif kind == "burn" and _a_removal(ev):
+            st.lp_burns += 1
+        if new and st.launch_block >= 0 and ev.liquidity:
+            st.ledger = LpLedger()  # the launch carries LP amounts: the ledger is complete
+        if st.ledger is not None and kind in LP_KINDS:
+            st.ledger.apply(kind, ev.sender, ev.to, ev.liquidity, ev.pool_address)
         if kind == "swap" and ev.to:
             weth_in = ev.amount0_in if w0 else ev.amount1_in
             buy = weth_in > 0
@@ -238,4 +332,76 @@ class PoolFeatures:
         x["lp_removed_weth_20"] = sum(b[1] for b in st.burns) / ETHER
         if st.launch_block >= 0:
             x["launch_age"] = float(max(block - st.launch_block, 0))
+        _risk_features(st, block, x)
         return x
+
+
+def _risk_features(st: PoolState, block: int, x: dict[str, float]) -> None:
+    """The trajectory since first seen and the LP holder structure, into ``x``."""
+    if st.first_weth:
+        weth, token = st.liquidity, st.reserve_token
+        x["liquidity_peak_weth"] = st.peak_liquidity / ETHER
+        x["liquidity_growth"] = weth / st.first_weth
+        x["price_vs_first"] = weth * st.first_token / (token * st.first_weth)
+        x["price_drop_peak"] = max(1.0 - weth * st.peak_token / (token * st.peak_weth), 0.0)
+        x["price_peak_age"] = float(max(block - st.peak_block, 0))
+    if st.mint_block >= 0:
+        x["blocks_since_mint"] = float(max(block - st.mint_block, 0))
+    hi = block // SYNC_BUCKET
+    lo = hi - SYNC_WINDOW // SYNC_BUCKET + 1
+    x["syncs_270"] = float(sum(n for b, n in st.syncs if lo <= b <= hi))
+    n = len(st.log_returns)
+    if n >= 2:
+        mean = st.returns_sum / n
+        x["volatility_50"] = math.sqrt(max(st.returns_sq - st.returns_sum * mean, 0.0)
+                                       / (n - 1))
+    x["lp_mints"] = float(st.lp_mints)
+    x["lp_burns"] = float(st.lp_burns)
+    if st.ledger is not None:
+        x.update(st.ledger.features())
+
+
+def _a_removal(ev: DexEvent) -> bool:
+    """Whether a burn row is a liquidity removal to count once: a Burn event (``to`` got the
+    tokens), or of the two Transfer rows of a Uniswap burn (holder -> pool, pool -> zero
+    address) the second; a holder's LP sent to the zero address is a lock, not a removal."""
+    if ev.to in (ZERO_ADDRESS, ev.pool_address):
+        return ev.sender == ev.pool_address
+    return True
+
+
+def _trajectory(st: PoolState, block: int, weth: int, token: int, before: float) -> None:
+    """Fold reserves ``weth``/``token`` (both nonzero) of ``block`` into the running first
+    and peak prices, the 10-block buckets of reserve events and the ring of log changes."""
+    st.reserve_token = token
+    if not st.first_weth:
+        st.first_weth, st.first_token = weth, token
+    if st.peak_block < 0 or weth * st.peak_token >= st.peak_weth * token:
+        st.peak_weth, st.peak_token, st.peak_block = weth, token, block
+    bucket, syncs = block // SYNC_BUCKET, st.syncs
+    if not syncs or bucket > syncs[-1][0]:
+        syncs.append([bucket, 1])
+        while syncs[0][0] <= bucket - SYNC_WINDOW // SYNC_BUCKET:
+            del syncs[0]
+    else:
+        for entry in syncs:  # this bucket or an older one (a block out of order)
+            if entry[0] == bucket:
+                entry[1] += 1
+                break
+    if before > 0:
+        change = math.log(st.price / before)
+        ring = st.log_returns
+        if len(ring) < VOLATILITY_N:
+            ring.append(change)
+            st.returns_sum += change
+            st.returns_sq += change * change
+        else:
+            old = ring[st.returns_head]
+            ring[st.returns_head] = change
+            st.returns_head = (st.returns_head + 1) % VOLATILITY_N
+            if st.returns_head:
+                st.returns_sum += change - old
+                st.returns_sq += change * change - old * old
+            else:  # once a lap, recount: no drift from adding and taking away
+                st.returns_sum = math.fsum(ring)
+                st.returns_sq = math.fsum(v * v for v in ring)

@@ -12,8 +12,8 @@ import pytest
 from pipeline.features import AddressFeatures, PoolFeatures
 from pipeline.features.addresses import WINDOW
 from pipeline.features.catalog import CATALOG, KINDS, Feature, features, markdown, names
-from pipeline.features.pools import LONG, RETURN_WINDOWS, SHORT
-from pipeline.records import TokenTransfer, Transaction
+from pipeline.features.pools import LONG, RETURN_WINDOWS, SHORT, SYNC_WINDOW, VOLATILITY_N, WETH
+from pipeline.records import DexEvent, TokenTransfer, Transaction
 from producers.synth import SynthConfig, SyntheticChain
 
 SEEDS = (3, 11, 29)
@@ -42,6 +42,23 @@ def _hand_made(addresses: AddressFeatures) -> list[dict[str, float]]:
             addresses.update(tx(3, b, c, 1))]
 
 
+def _hand_made_dex(pools: PoolFeatures) -> list[dict[str, float]]:
+    """The uniswap-v2 replay's shape, which the synthetic chain never takes: LP-token Transfer
+    rows without reserves (the first mint's minimum liquidity to the zero address, the
+    creator's mint, a move between holders, a two-row burn) around Sync rows."""
+    pool, token, zero = "0x" + "77" * 20, "0x" + "88" * 20, "0x" + "0" * 40
+    creator, holder = "0x" + "99" * 20, "0x" + "66" * 20
+    rows = [("mint", zero, zero, 1000, 0, 0), ("mint", zero, creator, 10**18, 0, 0),
+            ("sync", None, None, 0, 10**21, 10**18), ("transfer", creator, holder, 10**17, 0, 0),
+            ("burn", holder, pool, 10**17, 0, 0), ("burn", pool, zero, 10**17, 0, 0),
+            ("sync", None, None, 0, 9 * 10**20, 9 * 10**17)]
+    return [pools.update(DexEvent(
+        pool_address=pool, token0=token, token1=WETH, kind=kind, block_number=1 + i,
+        block_timestamp=12 * (1 + i), transaction_hash="0x" + f"{i:064x}", log_index=i,
+        sender=sender, to=to, liquidity=lp, reserve0=r0, reserve1=r1))
+        for i, (kind, sender, to, lp, r0, r1) in enumerate(rows)]
+
+
 @cache
 def _dicts() -> Dicts:
     txs: list[dict[str, float]] = []
@@ -53,6 +70,7 @@ def _dicts() -> Dicts:
             txs += (addresses.update(tx) for tx in block.transactions)
             dex += (pools.update_state(ev)[1] for ev in block.dex_events)
     txs += _hand_made(AddressFeatures())
+    dex += _hand_made_dex(PoolFeatures())
     return tuple(txs), tuple(dex)
 
 
@@ -93,7 +111,8 @@ def test_window_suffixes_match_the_code() -> None:
               "fresh_buyer_share_5": SHORT, "buyer_hhi_5": SHORT, "trades_20": LONG,
               "traders_20": LONG, "turnover_20": LONG, "net_flow_20": LONG,
               "round_trip_share_20": LONG, "two_sided_20": LONG, "volume_ratio_20": LONG,
-              "lp_burns_20": LONG, "lp_removed_weth_20": LONG}
+              "lp_burns_20": LONG, "lp_removed_weth_20": LONG, "syncs_270": SYNC_WINDOW,
+              "volatility_50": VOLATILITY_N}
     suffix |= {f"return_{w}": w for w in RETURN_WINDOWS}
     for name, window in suffix.items():
         assert name.endswith(f"_{window}"), (name, window)
