@@ -9,11 +9,14 @@ alerts topic are compared with the ground truth by :mod:`pipeline.evaluation`:
   labelled transaction scored in stream time (by the model holding every label released
   before its block, see :mod:`pipeline.detectors.supervised`), before it learns its label;
 * ``uniswap-v2``: liquidity drains and price crashes found in the replayed pool data itself
-  (:func:`pipeline.evaluation.crash_events`), against the rug-pull alerts (all events, and
-  drains and crashes apart); and, when the settings have a rule named ``rug_risk``, every
-  score it gave, graded per pool by :mod:`pipeline.risk_evaluation` (ROC-AUC and PR-AUC by
-  pool age and before the event, alert shares and lead times, in a ``tune`` and a
-  ``report`` half), with ``healthy_tokens.csv`` of the dataset folder as the
+  (:func:`pipeline.evaluation.crash_events`), against the rug-pull alerts: ``by_type`` on
+  all events, ``rug_pull_by_event_kind`` on drains alone and on price crashes alone (the
+  precision there is the share of *all* rug-pull alerts that match an event of that kind),
+  and ``rug_pull_alerts_without_priced_weth``, the rug-pull alerts on pools that never had
+  a WETH side with reserves (which should be 0); and, when the settings have a rule named
+  ``rug_risk``, every score it gave, graded per pool by :mod:`pipeline.risk_evaluation`
+  (ROC-AUC and PR-AUC by pool age and before the event, alert shares and lead times, in a
+  ``tune`` and a ``report`` half), with ``healthy_tokens.csv`` of the dataset folder as the
   known-legitimate tokens.
 
 The report directory gets ``summary.json``, plots and ``report.html``.
@@ -244,27 +247,42 @@ def _risk(summary: dict[str, Any], recorded: PrequentialLog, dex: list[DexEvent]
     missed = [o for o in shown if o.event_block is not None and o not in caught]
     false = [o for o in shown if o.event_block is None and o.pool in first]
     timelines = []
+    decimals = read_decimals(folder)
     for group, members in (("caught", caught), ("missed", missed), ("falsely flagged", false)):
         for o in sorted(members, key=lambda o: o.pool)[:TIMELINE_POOLS]:
             phases = {o.event_kind: o.event_block} if o.event_kind and o.event_block else {}
             timelines.append(_pool_timeline(f"{name} {group}: {o.pool}", o.pool, dex, alerts,
-                                            phases=phases, types=(name, "rug_pull")))
+                                            phases=phases, types=(name, "rug_pull"),
+                                            decimals=decimals))
     return RiskReport(rule=name, half=half, roc=roc,
                       lead_blocks=result.summary[half]["alerts"]["lead_blocks"],
                       timelines=timelines)
 
 
+def read_decimals(folder: Path | None) -> dict[str, int]:
+    """Token decimals (lower-case address -> decimals) of ``decimals.csv`` in a dataset
+    folder; none when the folder has no such file."""
+    path = folder / "decimals.csv" if folder is not None else None
+    if path is None or not path.is_file():
+        return {}
+    with path.open(newline="", encoding="utf-8") as f:
+        return {row["token_address"].strip().lower(): int(row["decimals"])
+                for row in csv.DictReader(f) if row.get("token_address") and row.get("decimals")}
+
+
 def _pool_timeline(title: str, pool: str, dex: list[DexEvent], alerts: list[Alert], *,
-                   phases: dict[str, int], types: tuple[str, ...]) -> Timeline:
-    """WETH reserve and price of one pool over its whole replay, with its alerts of
-    ``types``."""
-    timeline = Timeline(title, phases=phases)
+                   phases: dict[str, int], types: tuple[str, ...],
+                   decimals: dict[str, int]) -> Timeline:
+    """WETH reserve and price (WETH per whole token, by ``decimals``, 18 if unknown) of one
+    pool over its whole replay, with its alerts of ``types``."""
+    timeline = Timeline(title, phases=phases, price_label="price (WETH per token)")
     for ev in dex:
         if ev.pool_address == pool and ev.reserve0 and ev.reserve1:
-            weth, token = ((ev.reserve0, ev.reserve1) if ev.token0 == WETH
-                           else (ev.reserve1, ev.reserve0))
+            weth_is_0 = ev.token0 == WETH
+            weth, token = (ev.reserve0, ev.reserve1) if weth_is_0 else (ev.reserve1, ev.reserve0)
+            scale = 10 ** decimals.get(ev.token1 if weth_is_0 else ev.token0, 18)
             timeline.blocks.append(ev.block_number)
-            timeline.prices.append(weth / token)
+            timeline.prices.append((weth / 1e18) / (token / scale))
             timeline.liquidity.append(weth / 1e18)
     timeline.alerts = sorted((alert_block(a), a.type) for a in alerts
                              if a.subject == pool and a.type in types)

@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from pipeline.alerts import Alert
 from pipeline.evaluation import roc_auc
@@ -33,6 +34,7 @@ class Timeline:
     liquidity: list[float] = field(default_factory=list)
     alerts: list[tuple[int, str]] = field(default_factory=list)  # (block, alert type)
     phases: dict[str, int] = field(default_factory=dict)
+    price_label: str = "price (WETH)"
 
 
 @dataclass
@@ -164,11 +166,12 @@ def _plot_delays(path: Path, delays: dict[str, list[int]]) -> None:
 
 def _plot_timeline(path: Path, t: Timeline) -> None:
     fig, (price_ax, liq_ax) = plt.subplots(2, 1, sharex=True, figsize=(7, 5))
-    price_ax.plot(t.blocks, t.prices, color="tab:blue")
-    price_ax.set_ylabel("price (WETH)")
-    liq_ax.plot(t.blocks, t.liquidity, color="tab:green")
+    price_ax.plot(t.blocks, t.prices, color="tab:blue", drawstyle="steps-post")
+    price_ax.set_ylabel(t.price_label)
+    liq_ax.plot(t.blocks, t.liquidity, color="tab:green", drawstyle="steps-post")
     liq_ax.set(ylabel="liquidity (WETH)", xlabel="block")
     liq_ax.ticklabel_format(axis="x", useOffset=False, style="plain")
+    liq_ax.xaxis.set_major_locator(MaxNLocator(5))
     for ax in (price_ax, liq_ax):
         for name, block in t.phases.items():
             ax.axvline(block, color="grey", linestyle=":", linewidth=1)
