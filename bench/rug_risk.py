@@ -2,6 +2,7 @@
 
     python bench/rug_risk.py                          # ../shared/data/uniswap-v2-2021
     python bench/rug_risk.py --thresholds 0.9,0.95,0.97 --json out.json
+    python bench/rug_risk.py --rule '{"params": {"estimator": "forest"}}'
 
 Replays every pool event of the dataset in chain order through 4 Scorers partitioned by
 pool as the service partitions them (murmur2(pool_address) % 4), logs the ``rug_risk`` rule's
@@ -29,7 +30,13 @@ from kafka.partitioner.default import murmur2  # noqa: E402
 
 from pipeline.errors import RecordError  # noqa: E402
 from pipeline.records import DexEvent  # noqa: E402
-from pipeline.risk_evaluation import HALVES, evaluate_risk, pool_outcomes  # noqa: E402
+from pipeline.risk_evaluation import (  # noqa: E402
+    HALVES,
+    PoolOutcome,
+    evaluate_risk,
+    pool_outcomes,
+)
+from pipeline.rules import RuleSet  # noqa: E402
 from pipeline.scoring import Scorer  # noqa: E402
 from producers.files import read_rows  # noqa: E402
 from producers.formats import make_format  # noqa: E402
@@ -53,9 +60,12 @@ def replay(path: Path) -> list[DexEvent]:
     return events
 
 
-def score(events: list[DexEvent]) -> tuple[list[tuple[str, int, float]], float]:
-    """The rug_risk score log of every event, and the events per second."""
-    scorers = [Scorer() for _ in range(PARTITIONS)]
+def score(events: list[DexEvent], table: dict[str, Any]) -> tuple[
+        list[tuple[str, int, float]], float]:
+    """The rug_risk score log of every event, and the events per second; ``table`` is the
+    ``[detectors.rug_risk]`` settings table to run with."""
+    rules = RuleSet.load({"rug_risk": table} if table else {})
+    scorers = [Scorer(rules=rules) for _ in range(PARTITIONS)]
     logs: list[list[tuple[str, int, float]]] = []
     for scorer in scorers:
         rule = next(r for r in scorer.rules if r.name == "rug_risk")
@@ -71,22 +81,51 @@ def score(events: list[DexEvent]) -> tuple[list[tuple[str, int, float]], float]:
     return merged, len(events) / elapsed
 
 
+def tuned_threshold(outcomes: dict[str, PoolOutcome], log: list[tuple[str, int, float]],
+                    target: float) -> float:
+    """The lowest threshold at which at most ``target`` of the tune half's never-drained
+    universe pools would ever be flagged (their highest scores, ranked)."""
+    highest: dict[str, float] = {}
+    for pool, _, s in log:
+        o = outcomes.get(pool)
+        if o is not None and o.universe and o.event_block is None and o.split == "tune":
+            highest[pool] = max(s, highest.get(pool, 0.0))
+    never = sum(1 for o in outcomes.values()
+                if o.universe and o.event_block is None and o.split == "tune")
+    ranked = sorted(highest.values(), reverse=True)
+    allowed = int(target * never)  # pools that may be flagged
+    if allowed >= len(ranked):
+        return min(ranked, default=0.0)
+    return ranked[allowed] + 1e-9  # just above the first pool that must stay unflagged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", nargs="?", type=Path, default=DATA)
-    parser.add_argument("--thresholds", default="0.8,0.9,0.95,0.97,0.99")
+    parser.add_argument("--thresholds", default="", help="more thresholds to grade, e.g. 0.9,0.95")
+    parser.add_argument("--rule", type=json.loads, default={}, metavar="JSON",
+                        help='the [detectors.rug_risk] table to run with, as JSON, e.g. '
+                             '\'{"params": {"estimator": "forest"}}\'')
+    parser.add_argument("--target-false", type=float, default=0.10, metavar="SHARE",
+                        help="tune the threshold on the tune half so that at most SHARE of "
+                             "its never-drained pools are ever flagged (default 0.10)")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args()
-    thresholds = [float(t) for t in args.thresholds.split(",")]
+    thresholds = [float(t) for t in args.thresholds.split(",") if t]
     events = replay(args.path)
     healthy = [line.split(",")[0].strip().lower()
                for line in (args.path / "healthy_tokens.csv").read_text().splitlines()[1:]]
     outcomes = pool_outcomes(events, healthy)
-    log, rate = score(events)
+    log, rate = score(events, args.rule)
     end = events[-1].block_number
     print(f"{len(events):,} events, {rate:,.0f} events/s; {len(log):,} risk scores")
-    report: dict[str, Any] = {"events": len(events), "events_per_s": rate, "thresholds": {}}
+    tuned = tuned_threshold(outcomes, log, args.target_false)
+    print(f"threshold tuned on the tune half to flag at most {args.target_false:.0%} of its "
+          f"never-drained pools: {tuned:.4f}")
+    thresholds = sorted({*thresholds, tuned})
+    report: dict[str, Any] = {"events": len(events), "events_per_s": rate, "thresholds": {},
+                              "tuned_threshold": tuned, "target_false": args.target_false}
     for threshold in thresholds:
         alerts = [(pool, block) for pool, block, s in log if s >= threshold]
         result = evaluate_risk(outcomes, log, alerts, end)
@@ -98,10 +137,13 @@ def main() -> None:
             before = " ".join(f"{n}:{_f(v['roc_auc'])}"
                               for n, v in figures["before_event"].items())
             a = figures["alerts"]
-            flagged = {k: _f(v) for k, v in a.items() if isinstance(v, float | int | None)
-                       and k != "lead_times"}
             print(f"  {half:7s} ROC by age {ages} | before event {before}\n"
-                  f"          {flagged}")
+                  f"          flagged: lived 1h, 1h ahead "
+                  f"{_f(a['lived_1h_flagged_1h_ahead_share'])}"
+                  f" · lived 6h, 6h ahead {_f(a['lived_6h_flagged_6h_ahead_share'])}"
+                  f" · fast, before {_f(a['fast_flagged_before_event_share'])}"
+                  f" · never drained {_f(a['never_event_flagged_share'])}"
+                  f" · healthy {_f(a['healthy_flagged_share'])}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
 
