@@ -218,11 +218,13 @@ def crash_events(events: Iterable[DexEvent], drop: float = 0.9, recovery: float 
     against the price's running peak. Either counts only when it does not recover: until
     the end of the stream, the value never climbs back by more than ``recovery`` of what was
     lost (trough + 20 % of peak - trough by default). Pools whose WETH peak stays under
-    ``min_peak_weth`` ether are ignored, and so are rows without reserves. At most one
-    event of each kind per pool (the first unrecovered one).
+    ``min_peak_weth`` ether are ignored, and so are rows without reserves and pools without
+    a WETH side. At most one event of each kind per pool (the first unrecovered one).
     """
     series: dict[str, list[tuple[int, float, float]]] = {}
     for ev in events:
+        if WETH not in (ev.token0, ev.token1):
+            continue  # no priced side: neither a drain nor a crash can be measured in WETH
         weth_is_0 = ev.token0 == WETH
         weth, token = (ev.reserve0, ev.reserve1) if weth_is_0 else (ev.reserve1, ev.reserve0)
         if weth and token:

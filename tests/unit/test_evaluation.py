@@ -110,3 +110,13 @@ def test_crash_events_need_a_collapse_without_recovery() -> None:
     scored = evaluate_events(alerts, crashes)
     assert (scored["precision"], scored["recall"], scored["median_delay_vs_event"]) == (
         0.5, 1.0, 0.0)
+
+
+def test_a_pool_without_a_weth_side_has_no_crash() -> None:
+    usdc, token = "0x" + "a0" * 20, "0x" + "bb" * 20
+    events = [DexEvent(pool_address="0x" + "77" * 20, token0=usdc, token1=token, kind="sync",
+                       block_number=b, block_timestamp=b * 13,
+                       transaction_hash=f"0x{b:064x}", log_index=0,
+                       reserve0=10**24, reserve1=r * 10**18)
+              for b, r in enumerate([50, 50, 1, 1], start=1)]
+    assert crash_events(events) == []
