@@ -5,7 +5,8 @@ from the delayed outcomes :class:`~pipeline.scoring.outcomes.PoolOutcomes` relea
 time (y = 1: drained or crashed within the horizon after the snapshot ``x``; 0: survived it),
 and scores every pool event with ``score_one(x)``: the model's probability, from what is known
 at that moment. Before it has learnt ``min_labels`` outcomes, ``min_each`` of each kind, it
-scores 0 (not warm): a cold model's 0.5 means nothing.
+scores 0 (not warm): a cold model's 0.5 means nothing. A pool holding no WETH (none yet, or
+no WETH side at all) scores 0 too.
 
 Features are squashed with a signed ``log1p`` (counts, WETH amounts and ratios alike keep
 their order and lose their tails), then standardised (river's ``StandardScaler``) into a
@@ -13,12 +14,13 @@ logistic regression. :meth:`contributions` gives each feature's share of the log
 times scaled value), which an alert reports as the features that drove it.
 
 >>> risk = PoolRisk(features=("a",), min_labels=20, min_each=5)
->>> risk.score_one({"a": 9.0})
+>>> risk.score_one({"a": 9.0, "liquidity_weth": 5.0})
 0.0
 >>> for i in range(200):
 ...     risk.learn_one({"a": float(i % 10)}, i % 10 >= 5)
->>> risk.warm, risk.score_one({"a": 9.0}) > 0.5 > risk.score_one({"a": 0.0})
-(True, True)
+>>> high, low = {"a": 9.0, "liquidity_weth": 5.0}, {"a": 0.0, "liquidity_weth": 5.0}
+>>> risk.warm, risk.score_one(high) > 0.5 > risk.score_one(low), risk.score_one({"a": 9.0})
+(True, True, 0.0)
 """
 
 from __future__ import annotations
@@ -99,8 +101,8 @@ class PoolRisk(Configurable):
         self.labels[int(bool(y))] += 1
 
     def score_one(self, x: dict[str, float]) -> float:
-        if not self.warm:
-            return 0.0
+        if not self.warm or x.get("liquidity_weth", 0.0) <= 0.0:
+            return 0.0  # cold, or nothing priced in WETH (yet) to lose
         return float(self.model.predict_proba_one(self._vector(x)).get(True, 0.0))
 
     def contributions(self, x: dict[str, float]) -> dict[str, float]:
