@@ -251,7 +251,8 @@ _DEX = (
             f"reserves) in the last {SYNC_WINDOW - SYNC_BUCKET + 1} to {SYNC_WINDOW} blocks "
             f"(~1 hour), counted in {SYNC_BUCKET}-block buckets: blocks from {SYNC_BUCKET} x "
             f"floor(b / {SYNC_BUCKET}) - {SYNC_WINDOW - SYNC_BUCKET} to b, this one "
-            "included.", "count"),
+            "included (for a block out of order, only buckets no older than those of the "
+            "newest block's window).", "count"),
     Feature("volatility_50",
             "Sample standard deviation of the natural-log price changes between consecutive "
             f"events carrying both reserves, over the last {VOLATILITY_N} such changes.",

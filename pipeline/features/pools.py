@@ -87,6 +87,7 @@ True
 from __future__ import annotations
 
 import math
+from array import array
 from typing import Any
 
 from pipeline.features.lp import MINIMUM_LIQUIDITY, LpLedger
@@ -101,6 +102,7 @@ RETURN_WINDOWS = (1, 3, 5, 10, 20)
 SHORT, LONG = 5, 20
 VOLUME_TAU = 200.0  # blocks: time constant of a pool's usual volume
 SYNC_WINDOW, SYNC_BUCKET = 270, 10  # blocks (~1 h), counted in 10-block buckets
+_SYNC_SLOTS = SYNC_WINDOW // SYNC_BUCKET
 VOLATILITY_N = 50  # log price changes in volatility_50
 LP_KINDS = frozenset({"mint", "burn", "transfer"})
 
@@ -112,8 +114,8 @@ class PoolState:
                  "launch_block", "ledger", "liquidity", "log_returns", "long", "lp_burns",
                  "lp_mints", "mint_block", "peak_block", "peak_liquidity", "peak_token",
                  "peak_weth", "price", "prices", "reserve_token", "reserves", "returns_head",
-                 "returns_sq", "returns_sum", "short", "syncs", "vol_block", "vol_rate",
-                 "weth_is_0")
+                 "returns_sq", "returns_sum", "short", "sync_bucket", "syncs", "vol_block",
+                 "vol_rate", "weth_is_0")
 
     def __init__(self, block: int) -> None:
         self.first_block = self.last_block = block
@@ -136,8 +138,9 @@ class PoolState:
         self.peak_block = -1
         self.mint_block = -1  # the newest block with a mint
         self.lp_mints = self.lp_burns = 0
-        self.syncs: list[list[int]] = []  # [10-block bucket, events with reserves], ascending
-        self.log_returns: list[float] = []  # the last VOLATILITY_N log price changes (a ring)
+        self.syncs = [0] * _SYNC_SLOTS  # events with reserves per 10-block bucket (a ring)
+        self.sync_bucket = -1  # the newest bucket written
+        self.log_returns = array("d")  # the last VOLATILITY_N log price changes (a ring)
         self.returns_head = 0  # the oldest entry once the ring is full
         self.returns_sum = self.returns_sq = 0.0  # their sum and sum of squares
         self.ledger: LpLedger | None = None  # LP holders, when the launch was seen
@@ -160,7 +163,7 @@ class PoolState:
                 "first": [self.first_weth, self.first_token],
                 "peak": [self.peak_weth, self.peak_token],
                 "lp_counts": [self.lp_mints, self.lp_burns],
-                "syncs": [list(b) for b in self.syncs],
+                "syncs": {"bucket": self.sync_bucket, "counts": list(self.syncs)},
                 "returns": {"values": list(self.log_returns), "head": self.returns_head,
                             "sum": self.returns_sum, "sq": self.returns_sq},
                 "ledger": None if self.ledger is None else self.ledger.state()}
@@ -169,7 +172,7 @@ class PoolState:
         fields(state, "pool", 2, blocks=list, weth_is_0=bool, price=float, liquidity=int,
                peak_liquidity=int, vol_rate=float, prices=dict, reserves=dict, short=dict,
                long=dict, burns=list, reserve_token=int, first=list, peak=list,
-               lp_counts=list, syncs=list, returns=dict, ledger=(dict, type(None)))
+               lp_counts=list, syncs=dict, returns=dict, ledger=(dict, type(None)))
         returns = state["returns"]
         try:
             (self.first_block, self.last_block, self.launch_block, self.vol_block,
@@ -178,18 +181,20 @@ class PoolState:
             self.first_weth, self.first_token = (int(v) for v in state["first"])
             self.peak_weth, self.peak_token = (int(v) for v in state["peak"])
             self.lp_mints, self.lp_burns = (int(v) for v in state["lp_counts"])
-            syncs = [[int(b), int(n)] for b, n in state["syncs"]]
-            log_returns = [float(v) for v in returns["values"]]
+            sync_bucket = int(state["syncs"]["bucket"])
+            syncs = [int(n) for n in state["syncs"]["counts"]]
+            log_returns = array("d", (float(v) for v in returns["values"]))
             head, total, sq = int(returns["head"]), float(returns["sum"]), float(returns["sq"])
         except (TypeError, ValueError, KeyError) as exc:
             raise StateError(f"pool state does not fit: {exc}") from exc
         if len(log_returns) > VOLATILITY_N or not 0 <= head < VOLATILITY_N \
-                or len(syncs) > SYNC_WINDOW // SYNC_BUCKET:
+                or len(syncs) != _SYNC_SLOTS:
             raise StateError("pool state does not fit: rings longer than their bounds")
         self.weth_is_0, self.price = state["weth_is_0"], float(state["price"])
         self.liquidity, self.peak_liquidity = state["liquidity"], state["peak_liquidity"]
         self.vol_rate, self.burns = float(state["vol_rate"]), burns
         self.reserve_token, self.syncs = state["reserve_token"], syncs
+        self.sync_bucket = sync_bucket
         self.log_returns, self.returns_head = log_returns, head
         self.returns_sum, self.returns_sq = total, sq
         for name in ("prices", "reserves", "short", "long"):
@@ -347,9 +352,9 @@ def _risk_features(st: PoolState, block: int, x: dict[str, float]) -> None:
         x["price_peak_age"] = float(max(block - st.peak_block, 0))
     if st.mint_block >= 0:
         x["blocks_since_mint"] = float(max(block - st.mint_block, 0))
-    hi = block // SYNC_BUCKET
-    lo = hi - SYNC_WINDOW // SYNC_BUCKET + 1
-    x["syncs_270"] = float(sum(n for b, n in st.syncs if lo <= b <= hi))
+    hi, newest = block // SYNC_BUCKET, st.sync_bucket  # the ring holds newest - 26 … newest
+    lo, top = max(hi, newest) - _SYNC_SLOTS + 1, min(hi, newest)
+    x["syncs_270"] = float(sum(st.syncs[b % _SYNC_SLOTS] for b in range(lo, top + 1)))
     n = len(st.log_returns)
     if n >= 2:
         mean = st.returns_sum / n
@@ -378,16 +383,13 @@ def _trajectory(st: PoolState, block: int, weth: int, token: int, before: float)
         st.first_weth, st.first_token = weth, token
     if st.peak_block < 0 or weth * st.peak_token >= st.peak_weth * token:
         st.peak_weth, st.peak_token, st.peak_block = weth, token, block
-    bucket, syncs = block // SYNC_BUCKET, st.syncs
-    if not syncs or bucket > syncs[-1][0]:
-        syncs.append([bucket, 1])
-        while syncs[0][0] <= bucket - SYNC_WINDOW // SYNC_BUCKET:
-            del syncs[0]
-    else:
-        for entry in syncs:  # this bucket or an older one (a block out of order)
-            if entry[0] == bucket:
-                entry[1] += 1
-                break
+    bucket, newest, syncs = block // SYNC_BUCKET, st.sync_bucket, st.syncs
+    if bucket > newest:
+        for b in range(max(newest + 1, bucket - _SYNC_SLOTS + 1), bucket + 1):
+            syncs[b % _SYNC_SLOTS] = 0  # buckets gone by, or never written
+        st.sync_bucket = newest = bucket
+    if bucket > newest - _SYNC_SLOTS:  # else a block out of order, older than the ring
+        syncs[bucket % _SYNC_SLOTS] += 1
     if before > 0:
         change = math.log(st.price / before)
         ring = st.log_returns

@@ -239,3 +239,15 @@ def test_a_pool_state_of_layout_1_is_refused() -> None:
     with pytest.raises(StateError, match="layout version 1"):
         PoolFeatures().load_state(
             state | {"pools": state["pools"] | {"items": [[key, pool_state | {"v": 1}]]}})
+
+
+def test_syncs_270_counts_10_block_buckets_and_blocks_out_of_order() -> None:
+    rows = Rows()
+    for block in (5, 9, 100, 265):
+        x = rows.sync(block, 10**20, 10**24)
+    assert x["syncs_270"] == 4.0  # blocks 0 … 265: all 27 buckets
+    assert rows.sync(270, 10**20, 10**24)["syncs_270"] == 3.0  # bucket 0-9 left: 10 … 270
+    assert rows.sync(50, 10**20, 10**24)["syncs_270"] == 1.0  # back in time: 10 … 50, itself
+    assert rows.sync(3, 10**20, 10**24)["syncs_270"] == 0.0  # older than the ring: not kept
+    assert rows.sync(271, 10**20, 10**24)["syncs_270"] == 5.0  # 50, 100, 265, 270, 271
+    assert rows(5000, "transfer", HOLDER, CREATOR, lp=1)["syncs_270"] == 0.0
