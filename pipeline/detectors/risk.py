@@ -37,10 +37,12 @@ RISK_FEATURES = (
     "age", "liquidity_weth", "liquidity_peak_weth", "liquidity_growth", "drawdown",
     "price_vs_first", "price_drop_peak", "price_peak_age", "volatility_50", "syncs_270",
     "blocks_since_mint", "lp_holders", "lp_creator_share", "lp_top_share", "lp_locked_share",
-    "lp_mints", "lp_burns", "lp_creator_removed", "trades_20", "return_20",
+    "lp_mints", "lp_burns", "lp_creator_removed", "trades_20", "return_20", "syncs_total",
+    "first_liquidity_weth", "sell_share", "max_sell_share", "sync_gap",
 )
 """What is known of a pool at an event (see :mod:`pipeline.features.catalog`): its age,
-liquidity and its path, price path and volatility, trading activity, and who holds its LP
+liquidity and its path (the opening liquidity too), price path and volatility, trading
+activity (buys and sells read from the reserves, the gap between them), and who holds its LP
 tokens. A feature missing from ``x`` counts as 0."""
 
 

@@ -151,7 +151,8 @@ _TRANSACTIONS = (
 )
 
 _S, _L = SHORT, LONG
-_RESERVES = "the pool has had an event carrying both reserves"
+_RESERVES = ("the pool has a WETH side and has had an event carrying both reserves (a pool "
+             "without a WETH side is never priced)")
 _LEDGER = ("the pool's launch mint (see launch_age) carried an LP amount, so its LP ledger "
            "started from zero supply, and its creator has received LP")
 _DEX = (
@@ -257,6 +258,24 @@ _DEX = (
             "Sample standard deviation of the natural-log price changes between consecutive "
             f"events carrying both reserves, over the last {VOLATILITY_N} such changes.",
             "log price change", when="at least 2 such changes were seen"),
+    Feature("syncs_total",
+            "Events carrying both reserves of the pool since it was first seen, this one "
+            "included.", "count", when=_RESERVES),
+    Feature("first_liquidity_weth",
+            "The first nonzero WETH reserve seen of the pool (its opening liquidity).", "WETH",
+            when=_RESERVES),
+    Feature("sell_share",
+            "Sells / (buys + sells) since first seen, read from consecutive reserves: a buy "
+            "when the WETH reserve rose and the token reserve fell, a sell the other way "
+            "round (a mint or burn moves both alike and is neither); 0.5 before any.",
+            "share in [0, 1]", when=_RESERVES),
+    Feature("max_sell_share",
+            "The largest share of the WETH reserve one such sell took out since first seen "
+            "(1 - reserve after / reserve before).", "share in [0, 1]", when=_RESERVES),
+    Feature("sync_gap",
+            "Blocks between the newest block with an event carrying both reserves and the "
+            "one before it (0 for the first); for an event without reserves, blocks since "
+            "that newest one.", "blocks", when=_RESERVES),
     Feature("lp_mints",
             "Mint events of the pool since it was first seen, this one included, except the "
             f"row minting Uniswap's {MINIMUM_LIQUIDITY} units of minimum liquidity to the "

@@ -110,12 +110,12 @@ LP_KINDS = frozenset({"mint", "burn", "transfer"})
 class PoolState:
     """Running state of one pool (see :class:`PoolFeatures`)."""
 
-    __slots__ = ("burns", "first_block", "first_token", "first_weth", "last_block",
-                 "launch_block", "ledger", "liquidity", "log_returns", "long", "lp_burns",
-                 "lp_mints", "mint_block", "peak_block", "peak_liquidity", "peak_token",
-                 "peak_weth", "price", "prices", "reserve_token", "reserves", "returns_head",
-                 "returns_sq", "returns_sum", "short", "sync_bucket", "syncs", "vol_block",
-                 "vol_rate", "weth_is_0")
+    __slots__ = ("burns", "first_block", "first_token", "first_weth", "flow", "has_weth",
+                 "last_block", "launch_block", "ledger", "liquidity", "log_returns", "long",
+                 "lp_burns", "lp_mints", "max_sell", "mint_block", "peak_block",
+                 "peak_liquidity", "peak_token", "peak_weth", "price", "prices",
+                 "reserve_token", "reserves", "returns_head", "returns_sq", "returns_sum",
+                 "short", "sync_bucket", "syncs", "vol_block", "vol_rate", "weth_is_0")
 
     def __init__(self, block: int) -> None:
         self.first_block = self.last_block = block
@@ -144,6 +144,12 @@ class PoolState:
         self.returns_head = 0  # the oldest entry once the ring is full
         self.returns_sum = self.returns_sq = 0.0  # their sum and sum of squares
         self.ledger: LpLedger | None = None  # LP holders, when the launch was seen
+        self.has_weth = True  # a side is WETH: else nothing is priced
+        # from the reserves alone (a Sync tells a buy from a sell by which reserve rose):
+        # events with reserves, buys, sells, the block of the last event with reserves and
+        # the blocks between it and the one before
+        self.flow = [0, 0, 0, -1, 0]
+        self.max_sell = 0.0  # the largest share of the WETH reserve one sell took out
 
     def state(self) -> dict[str, Any]:
         """Scalars as they are (reserves in exact wei), rings and windows by their own state.
@@ -166,13 +172,15 @@ class PoolState:
                 "syncs": {"bucket": self.sync_bucket, "counts": list(self.syncs)},
                 "returns": {"values": list(self.log_returns), "head": self.returns_head,
                             "sum": self.returns_sum, "sq": self.returns_sq},
-                "ledger": None if self.ledger is None else self.ledger.state()}
+                "ledger": None if self.ledger is None else self.ledger.state(),
+                "has_weth": self.has_weth, "flow": list(self.flow), "max_sell": self.max_sell}
 
     def load_state(self, state: dict[str, Any]) -> None:
         fields(state, "pool", 2, blocks=list, weth_is_0=bool, price=float, liquidity=int,
                peak_liquidity=int, vol_rate=float, prices=dict, reserves=dict, short=dict,
                long=dict, burns=list, reserve_token=int, first=list, peak=list,
-               lp_counts=list, syncs=dict, returns=dict, ledger=(dict, type(None)))
+               lp_counts=list, syncs=dict, returns=dict, ledger=(dict, type(None)),
+               has_weth=bool, flow=list, max_sell=float)
         returns = state["returns"]
         try:
             (self.first_block, self.last_block, self.launch_block, self.vol_block,
@@ -185,11 +193,15 @@ class PoolState:
             syncs = [int(n) for n in state["syncs"]["counts"]]
             log_returns = array("d", (float(v) for v in returns["values"]))
             head, total, sq = int(returns["head"]), float(returns["sum"]), float(returns["sq"])
+            flow = [int(v) for v in state["flow"]]
         except (TypeError, ValueError, KeyError) as exc:
             raise StateError(f"pool state does not fit: {exc}") from exc
         if len(log_returns) > VOLATILITY_N or not 0 <= head < VOLATILITY_N \
                 or len(syncs) != _SYNC_SLOTS:
             raise StateError("pool state does not fit: rings longer than their bounds")
+        if len(flow) != 5:
+            raise StateError("pool state does not fit: flow counters")
+        self.has_weth, self.flow, self.max_sell = state["has_weth"], flow, state["max_sell"]
         self.weth_is_0, self.price = state["weth_is_0"], float(state["price"])
         self.liquidity, self.peak_liquidity = state["liquidity"], state["peak_liquidity"]
         self.vol_rate, self.burns = float(state["vol_rate"]), burns
@@ -246,14 +258,12 @@ class PoolFeatures:
         new = ev.pool_address not in self.pools
         st = self.pools.get(ev.pool_address, block)
         if new:
-            st.weth_is_0 = ev.token0 == WETH
-            if ev.kind == "mint" and (not ev.reserve0 or (
-                    ev.reserve0 == ev.amount0_in and ev.reserve1 == ev.amount1_in)):
-                st.launch_block = block  # the pool's first liquidity: a launch we saw
+            _open(st, ev)
         w0 = st.weth_is_0
         reserve_weth, reserve_token = (ev.reserve0, ev.reserve1) if w0 else (ev.reserve1,
                                                                             ev.reserve0)
-        if reserve_weth and reserve_token:
+        if reserve_weth and reserve_token and st.has_weth:
+            _flow(st, block, reserve_weth, reserve_token)
             close = float(st.liquidity)  # the reserve before this event
             before = st.price
             st.price = reserve_weth / reserve_token
@@ -360,6 +370,13 @@ def _risk_features(st: PoolState, block: int, x: dict[str, float]) -> None:
         mean = st.returns_sum / n
         x["volatility_50"] = math.sqrt(max(st.returns_sq - st.returns_sum * mean, 0.0)
                                        / (n - 1))
+    syncs, buys, sells, last, gap = st.flow
+    if syncs:
+        x["syncs_total"] = float(syncs)
+        x["first_liquidity_weth"] = st.first_weth / ETHER
+        x["sell_share"] = sells / (buys + sells) if buys + sells else 0.5
+        x["max_sell_share"] = st.max_sell
+        x["sync_gap"] = float(gap if last == block else max(block - last, 0))
     x["lp_mints"] = float(st.lp_mints)
     x["lp_burns"] = float(st.lp_burns)
     if st.ledger is not None:
@@ -373,6 +390,33 @@ def _a_removal(ev: DexEvent) -> bool:
     if ev.to in (ZERO_ADDRESS, ev.pool_address):
         return ev.sender == ev.pool_address
     return True
+
+
+def _open(st: PoolState, ev: DexEvent) -> None:
+    """A pool's first event: which side is WETH (if any), and whether it is its launch."""
+    st.weth_is_0 = ev.token0 == WETH
+    st.has_weth = WETH in (ev.token0, ev.token1)
+    if ev.kind == "mint" and (not ev.reserve0 or (
+            ev.reserve0 == ev.amount0_in and ev.reserve1 == ev.amount1_in)):
+        st.launch_block = ev.block_number  # the pool's first liquidity: a launch we saw
+
+
+def _flow(st: PoolState, block: int, weth: int, token: int) -> None:
+    """Count an event with reserves ``weth``/``token`` (called before ``st`` takes them): a
+    buy when WETH came in and tokens went out, a sell the other way round (a mint or burn
+    moves both alike and is neither); the largest sell's share of the WETH reserve."""
+    flow = st.flow
+    before_weth, before_token = st.liquidity, st.reserve_token
+    if flow[0] and before_weth and before_token:
+        if weth > before_weth and token < before_token:
+            flow[1] += 1
+        elif weth < before_weth and token > before_token:
+            flow[2] += 1
+            st.max_sell = max(st.max_sell, 1.0 - weth / before_weth)
+    flow[0] += 1
+    if block > flow[3]:
+        flow[4] = block - flow[3] if flow[3] >= 0 else 0
+        flow[3] = block
 
 
 def _trajectory(st: PoolState, block: int, weth: int, token: int, before: float) -> None:

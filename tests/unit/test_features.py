@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -207,3 +208,24 @@ def test_pool_features_take_blocks_in_any_order(blocks: list[int]) -> None:
                                log=i))
         assert _finite(x)
         assert x["age"] >= 0.0 and x.get("launch_age", 0.0) >= 0.0
+
+
+def test_reserve_flow_and_a_pool_without_a_weth_side() -> None:
+    from pipeline.features.pools import WETH, PoolFeatures
+
+    def sync(pool: str, token1: str, block: int, r0: int, r1: int) -> DexEvent:
+        return DexEvent(pool_address=pool, token0="0x" + "22" * 20, token1=token1,
+                        kind="sync", block_number=block, block_timestamp=block * 13,
+                        transaction_hash=f"0x{block:064x}", log_index=0,
+                        reserve0=r0, reserve1=r1)
+
+    pools, weth_pool, other = PoolFeatures(), "0x" + "11" * 20, "0x" + "33" * 20
+    x: dict[str, float] = {}
+    # token reserve, WETH reserve: open, buy, sell (20 % of the WETH out), both up (a mint)
+    for block, (token, weth) in enumerate([(1000, 100), (900, 120), (1100, 96), (2200, 192)],
+                                          start=10):
+        x = pools.update(sync(weth_pool, WETH, block * 10, token * 10**18, weth * 10**18))
+    assert (x["syncs_total"], x["first_liquidity_weth"], x["sell_share"]) == (4.0, 100.0, 0.5)
+    assert x["max_sell_share"] == pytest.approx(0.2) and x["sync_gap"] == 10.0
+    y = pools.update(sync(other, "0x" + "44" * 20, 5, 10**21, 10**20))
+    assert y["liquidity_weth"] == 0.0 and y["price"] == 0.0 and "syncs_total" not in y
