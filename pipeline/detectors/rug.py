@@ -1,4 +1,4 @@
-"""Rug-pull / liquidity-drain detection: most of a pool's WETH gone within a few blocks."""
+"""Rug-pull detection: most of a pool's WETH gone within a few blocks, or its price dumped."""
 
 from __future__ import annotations
 
@@ -15,19 +15,32 @@ class LiquidityDrain(Configurable):
     blocks), whether the WETH left through an LP burn or through a sale of a token hoard into
     the pool, and 0 for pools whose reserve before the drop (``liquidity_peak_3``) was under
     ``min_liquidity_weth`` (dust pools drain and refill all the time). It needs no history, so
-    it fires on the draining event itself: within the drain's block. ``learn_one`` is a no-op.
+    it fires on the draining event itself: within the drain's block.
+
+    A slow dump drains nothing at once: a hoard sold into the pool over many blocks takes the
+    price down while the WETH reserve falls gradually. So the event at which the price first
+    falls ``crash_drop`` (90 %) or more below its running peak (``price_drop_peak`` crossing
+    it: ``price_drop_peak_before`` was under) scores ``price_drop_peak`` too, in pools whose
+    WETH reserve once reached ``min_liquidity_weth`` (``liquidity_peak_weth``).
+    ``learn_one`` is a no-op.
 
     >>> LiquidityDrain().score_one({"liquidity_drop_3": 0.97, "liquidity_peak_3": 20.0})
     0.97
     >>> LiquidityDrain().score_one({"liquidity_drop_3": 1.0, "liquidity_peak_3": 0.01})
     0.0
+    >>> slow = {"liquidity_drop_3": 0.1, "liquidity_peak_3": 2.0, "liquidity_peak_weth": 30.0,
+    ...         "price_drop_peak": 0.92, "price_drop_peak_before": 0.88}
+    >>> LiquidityDrain().score_one(slow), LiquidityDrain().score_one(
+    ...     slow | {"price_drop_peak_before": 0.91})  # crossed already: drained of news
+    (0.92, 0.1)
     """
 
     name = "liquidity_drain"
-    version = "1"
+    version = "2"
 
-    def __init__(self, min_liquidity_weth: float = 1.0) -> None:
+    def __init__(self, min_liquidity_weth: float = 1.0, crash_drop: float = 0.9) -> None:
         self.min_liquidity_weth = min_liquidity_weth
+        self.crash_drop = crash_drop
 
     def learn_one(self, x: dict[str, float]) -> None:
         return None
@@ -41,7 +54,12 @@ class LiquidityDrain(Configurable):
             raise StateError(f"liquidity drain keeps no state, got keys {sorted(state)}")
 
     def score_one(self, x: dict[str, float]) -> float:
-        drop = x.get("liquidity_drop_3", 0.0)
-        if drop <= 0.0 or x.get("liquidity_peak_3", 0.0) < self.min_liquidity_weth:
-            return 0.0
-        return min(drop, 1.0)
+        get = x.get
+        drop = get("liquidity_drop_3", 0.0)
+        if drop <= 0.0 or get("liquidity_peak_3", 0.0) < self.min_liquidity_weth:
+            drop = 0.0
+        crash = get("price_drop_peak", 0.0)
+        if crash < self.crash_drop or get("price_drop_peak_before", 1.0) >= self.crash_drop \
+                or get("liquidity_peak_weth", 0.0) < self.min_liquidity_weth:
+            crash = 0.0
+        return min(max(drop, crash), 1.0)

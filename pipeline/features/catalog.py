@@ -241,6 +241,10 @@ _DEX = (
             "1 - price / the highest price since the pool was first seen (a slow dump over "
             "many blocks, which price_drop_10 misses); 0 at the peak.", "share in [0, 1]",
             when=_RESERVES),
+    Feature("price_drop_peak_before",
+            "price_drop_peak as it stood before the newest event carrying both reserves (so "
+            "a rule can see the moment a fall crosses a level).", "share in [0, 1]",
+            when=_RESERVES),
     Feature("price_peak_age",
             "Blocks since the latest event at which the price stood at that peak (0 when "
             "out of order).", "blocks", when=_RESERVES),

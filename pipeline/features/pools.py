@@ -31,7 +31,8 @@ history):
 ``liquidity_peak_weth``    running peak of the WETH reserve, in ether
 ``liquidity_growth``       WETH reserve / the first nonzero WETH reserve seen
 ``price_vs_first``         price / the first nonzero price seen (exact, from the reserves)
-``price_drop_peak``        1 - price / its running peak since first seen (a slow dump)
+``price_drop_peak``        1 - price / its running peak since first seen (a slow dump);
+                           ``price_drop_peak_before`` the same before the newest event
 ``price_peak_age``         blocks since the price last stood at that peak
 ``blocks_since_mint``      blocks since the last mint, once one was seen
 ``syncs_270``              events carrying reserves in the last 261-270 blocks (10-block
@@ -110,9 +111,9 @@ LP_KINDS = frozenset({"mint", "burn", "transfer"})
 class PoolState:
     """Running state of one pool (see :class:`PoolFeatures`)."""
 
-    __slots__ = ("burns", "first_block", "first_token", "first_weth", "flow", "has_weth",
-                 "last_block", "launch_block", "ledger", "liquidity", "log_returns", "long",
-                 "lp_burns", "lp_mints", "max_sell", "mint_block", "peak_block",
+    __slots__ = ("burns", "drop_before", "first_block", "first_token", "first_weth", "flow",
+                 "has_weth", "last_block", "launch_block", "ledger", "liquidity", "log_returns",
+                 "long", "lp_burns", "lp_mints", "max_sell", "mint_block", "peak_block",
                  "peak_liquidity", "peak_token", "peak_weth", "price", "prices",
                  "reserve_token", "reserves", "returns_head", "returns_sq", "returns_sum",
                  "short", "sync_bucket", "syncs", "vol_block", "vol_rate", "weth_is_0")
@@ -150,6 +151,7 @@ class PoolState:
         # the blocks between it and the one before
         self.flow = [0, 0, 0, -1, 0]
         self.max_sell = 0.0  # the largest share of the WETH reserve one sell took out
+        self.drop_before = 0.0  # price_drop_peak before the newest event with reserves
 
     def state(self) -> dict[str, Any]:
         """Scalars as they are (reserves in exact wei), rings and windows by their own state.
@@ -173,14 +175,15 @@ class PoolState:
                 "returns": {"values": list(self.log_returns), "head": self.returns_head,
                             "sum": self.returns_sum, "sq": self.returns_sq},
                 "ledger": None if self.ledger is None else self.ledger.state(),
-                "has_weth": self.has_weth, "flow": list(self.flow), "max_sell": self.max_sell}
+                "has_weth": self.has_weth, "flow": list(self.flow), "max_sell": self.max_sell,
+                "drop_before": self.drop_before}
 
     def load_state(self, state: dict[str, Any]) -> None:
         fields(state, "pool", 2, blocks=list, weth_is_0=bool, price=float, liquidity=int,
                peak_liquidity=int, vol_rate=float, prices=dict, reserves=dict, short=dict,
                long=dict, burns=list, reserve_token=int, first=list, peak=list,
                lp_counts=list, syncs=dict, returns=dict, ledger=(dict, type(None)),
-               has_weth=bool, flow=list, max_sell=float)
+               has_weth=bool, flow=list, max_sell=float, drop_before=float)
         returns = state["returns"]
         try:
             (self.first_block, self.last_block, self.launch_block, self.vol_block,
@@ -202,6 +205,7 @@ class PoolState:
         if len(flow) != 5:
             raise StateError("pool state does not fit: flow counters")
         self.has_weth, self.flow, self.max_sell = state["has_weth"], flow, state["max_sell"]
+        self.drop_before = state["drop_before"]
         self.weth_is_0, self.price = state["weth_is_0"], float(state["price"])
         self.liquidity, self.peak_liquidity = state["liquidity"], state["peak_liquidity"]
         self.vol_rate, self.burns = float(state["vol_rate"]), burns
@@ -359,6 +363,7 @@ def _risk_features(st: PoolState, block: int, x: dict[str, float]) -> None:
         x["liquidity_growth"] = weth / st.first_weth
         x["price_vs_first"] = weth * st.first_token / (token * st.first_weth)
         x["price_drop_peak"] = max(1.0 - weth * st.peak_token / (token * st.peak_weth), 0.0)
+        x["price_drop_peak_before"] = st.drop_before
         x["price_peak_age"] = float(max(block - st.peak_block, 0))
     if st.mint_block >= 0:
         x["blocks_since_mint"] = float(max(block - st.mint_block, 0))
@@ -404,9 +409,13 @@ def _open(st: PoolState, ev: DexEvent) -> None:
 def _flow(st: PoolState, block: int, weth: int, token: int) -> None:
     """Count an event with reserves ``weth``/``token`` (called before ``st`` takes them): a
     buy when WETH came in and tokens went out, a sell the other way round (a mint or burn
-    moves both alike and is neither); the largest sell's share of the WETH reserve."""
+    moves both alike and is neither); the largest sell's share of the WETH reserve; and the
+    price's fall from its peak as it stood before this event."""
     flow = st.flow
     before_weth, before_token = st.liquidity, st.reserve_token
+    if st.peak_weth and before_token:  # the price's fall from its peak, before this event
+        st.drop_before = max(1.0 - before_weth * st.peak_token / (before_token * st.peak_weth),
+                             0.0)
     if flow[0] and before_weth and before_token:
         if weth > before_weth and token < before_token:
             flow[1] += 1

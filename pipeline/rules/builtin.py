@@ -18,7 +18,8 @@ PUMP_EVIDENCE = ("return_1", "return_3", "return_5", "return_10", "unique_buyers
                  "buyer_hhi_5", "fresh_buyer_share_5", "imbalance_5", "buys_5", "sells_5",
                  "buy_weth_5", "price_drop_10", "price", "liquidity_weth", "age", "launch_age")
 RUG_EVIDENCE = ("liquidity_drop_3", "liquidity_peak_3", "liquidity_weth", "drawdown",
-                "price_drop_10", "return_1", "lp_burns_20", "lp_removed_weth_20", "age",
+                "price_drop_10", "price_drop_peak", "price_drop_peak_before",
+                "liquidity_peak_weth", "return_1", "lp_burns_20", "lp_removed_weth_20", "age",
                 "launch_age", "unique_buyers_5", "fresh_buyer_share_5")
 WASH_EVIDENCE = ("round_trip_share_20", "two_sided_20", "trades_20", "traders_20",
                  "net_flow_20", "turnover_20", "volume_ratio_20", "return_20", "liquidity_weth")
