@@ -40,7 +40,8 @@ WASH_TRADING = RuleSpec(
 RUG_RISK = RuleSpec(
     name="rug_risk", detector="pipeline.detectors:PoolRisk", kind="dex", threshold=0.95,
     cooldown_blocks=6_500,  # one warning a day per pool
-    learn="outcomes", explain="pipeline.rules.builtin:explain_risk")
+    learn="outcomes", drift=False,  # a model still learning drifts by design
+    explain="pipeline.rules.builtin:explain_risk")
 ANOMALOUS_TRANSFER = RuleSpec(
     name="anomalous_transfer", detector="pipeline.detectors:TransferAnomaly",
     kind="transactions", quantile=0.9995, window=5_000, warmup=2_000,
