@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from kafka.partitioner.default import murmur2  # noqa: E402
 
-from pipeline.errors import RecordError  # noqa: E402
+from bench.detect import replay as detect_replay  # noqa: E402
+from consumers.evaluate import read_healthy_tokens  # noqa: E402
 from pipeline.records import DexEvent  # noqa: E402
 from pipeline.risk_evaluation import (  # noqa: E402
     HALVES,
@@ -38,26 +39,15 @@ from pipeline.risk_evaluation import (  # noqa: E402
 )
 from pipeline.rules import RuleSet  # noqa: E402
 from pipeline.scoring import Scorer  # noqa: E402
-from producers.files import read_rows  # noqa: E402
-from producers.formats import make_format  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "uniswap-v2-2021"
 PARTITIONS = 4
 
 
 def replay(path: Path) -> list[DexEvent]:
-    fmt = make_format("uniswap-v2")
-    events: list[DexEvent] = []
-    for row in read_rows(fmt.files(path)):
-        if row.error:
-            continue
-        try:
-            mapped = fmt.map(row)
-        except RecordError:
-            continue
-        if mapped is not None:
-            events += [r for r in mapped.records if isinstance(r, DexEvent)]
-    return events
+    """The dataset's pool events in chain order (the replay producer's mapping)."""
+    records, _ = detect_replay("uniswap-v2", path)
+    return [r for r in records if isinstance(r, DexEvent)]
 
 
 def score(events: list[DexEvent], table: dict[str, Any]) -> tuple[
@@ -114,9 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     thresholds = [float(t) for t in args.thresholds.split(",") if t]
     events = replay(args.path)
-    healthy = [line.split(",")[0].strip().lower()
-               for line in (args.path / "healthy_tokens.csv").read_text().splitlines()[1:]]
-    outcomes = pool_outcomes(events, healthy)
+    outcomes = pool_outcomes(events, read_healthy_tokens(args.path))
     log, rate = score(events, args.rule)
     end = events[-1].block_number
     print(f"{len(events):,} events, {rate:,.0f} events/s; {len(log):,} risk scores")
