@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import signal
 import sqlite3
@@ -149,6 +150,52 @@ def test_a_scorer_restores_only_checkpoints_the_log_holds(audited: Settings,
         found = store.load_newest_good(audited.consumer_group, task, trusted=trust)
     assert found is not None and found[0] == newest and forged.seq == newest.seq + 1
     assert not trust(forged.sha256) and "not in the audit log" in trust.last_reason
+
+
+def _flip_schema(blob: bytearray) -> None:
+    """A flipped bit in the schema (page 1): SQLite words its error in bytes that are not
+    UTF-8."""
+    blob[blob.index(b"CREATE TABLE") + len(b"CREATE ")] ^= 0x80
+
+
+def _truncate(blob: bytearray) -> None:
+    """The second half of the file gone (a disk full, a copy cut short)."""
+    del blob[len(blob) // 2:]
+
+
+def _flip_leaves(blob: bytearray) -> None:
+    """One bit flipped in every 64th byte past page 1: b-tree pages and cells damaged."""
+    for at in range(4096, len(blob), 64):
+        blob[at] ^= 0x10
+
+
+@pytest.mark.parametrize("damage", [_flip_schema, _truncate, _flip_leaves])
+def test_a_scorer_checking_against_a_damaged_log_starts_fresh_instead_of_crashing(
+        audited: Settings, caplog: pytest.LogCaptureFixture,
+        damage: Callable[[bytearray], None]) -> None:
+    """A damaged audit store made the rebalance callback of a ``--verify-checkpoints`` scorer
+    raise (UnicodeDecodeError, DatabaseError). Now every checkpoint is "not trusted", with the
+    reason logged, and the scorer replays its partitions from the start."""
+    chain = SyntheticChain(SynthConfig(seed=6, blocks=40))
+    with KafkaSink(audited) as sink:
+        for block in chain.blocks():
+            for record in [*block.transactions, *block.dex_events]:
+                sink.write(record)
+    first = ScorerService(audited, session_timeout_ms=2000, heartbeat_interval_ms=500)
+    read = first.run(input_finished=lambda: True).consumed
+    AuditorService(audited).run(input_finished=lambda: True)
+    store = Path(audited.audit.store)
+    blob = bytearray(store.read_bytes())
+    damage(blob)
+    store.write_bytes(bytes(blob))
+    assert not verify_store(store, public_key=_public_key(audited)).ok
+
+    checking = audited.replace(audit__verify_checkpoints=True)
+    second = ScorerService(checking, session_timeout_ms=2000, heartbeat_interval_ms=500)
+    with caplog.at_level(logging.WARNING):
+        stats = second.run(input_finished=lambda: True)
+    assert read > 0 and stats.consumed == read  # nothing restored: all of it read again
+    assert "is not trusted" in caplog.text
 
 
 def test_a_running_auditor_seals_the_file_when_idle_and_publishes_the_seal_head(

@@ -735,6 +735,8 @@ BOUND = Binding("chainwatch-scorer", {"chain.transactions": "id-t", "chain.dex":
 @pytest.mark.parametrize(("now", "says"), [
     (Binding("chainwatch-scorer", {"other.tx": None, "other.dex": None, "other.labels": None},
              "cluster-a"), "written for topics chain.dex, chain.transactions"),
+    (dataclasses.replace(BOUND, group="another-group"),
+     "written by group 'chainwatch-scorer', not 'another-group'"),
     (dataclasses.replace(BOUND, cluster_id="cluster-b"), "cluster 'cluster-a', this is"),
     (dataclasses.replace(BOUND, topics={**BOUND.topics, "chain.dex": "id-new"}),
      "topic chain.dex has id id-new, not id-d"),
