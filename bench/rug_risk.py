@@ -12,6 +12,8 @@ before the event, and, for each threshold, what alerting at it would give (a poo
 alert is its first score at or above the threshold: the rule's cool-down only spaces later
 ones). Choose the threshold on ``tune``; read the figures on ``report``. The same figures
 come from ``chainwatch evaluate uniswap-v2`` through a broker, for the configured threshold.
+Which features matter: ``bench/rug_risk_ablation.py`` (reuses :func:`replay` and
+:func:`score`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from pipeline.risk_evaluation import (  # noqa: E402
     evaluate_risk,
     pool_outcomes,
 )
-from pipeline.rules import RuleSet  # noqa: E402
+from pipeline.rules import Rule, RuleSet  # noqa: E402
 from pipeline.scoring import Scorer  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "uniswap-v2-2021"
@@ -51,14 +53,15 @@ def replay(path: Path) -> list[DexEvent]:
 
 
 def score(events: list[DexEvent], table: dict[str, Any]) -> tuple[
-        list[tuple[str, int, float]], float]:
-    """The rug_risk score log of every event, and the events per second; ``table`` is the
-    ``[detectors.rug_risk]`` settings table to run with."""
-    rules = RuleSet.load({"rug_risk": table} if table else {})
-    scorers = [Scorer(rules=rules) for _ in range(PARTITIONS)]
+        list[tuple[str, int, float]], float, list[Rule]]:
+    """The rug_risk score log of every event, the events per second and the partitions'
+    ``rug_risk`` rules as the replay left them; ``table`` is the ``[detectors.rug_risk]``
+    settings table to run with."""
+    ruleset = RuleSet.load({"rug_risk": table} if table else {})
+    scorers = [Scorer(rules=ruleset) for _ in range(PARTITIONS)]
+    rules = [next(r for r in scorer.rules if r.name == "rug_risk") for scorer in scorers]
     logs: list[list[tuple[str, int, float]]] = []
-    for scorer in scorers:
-        rule = next(r for r in scorer.rules if r.name == "rug_risk")
+    for rule in rules:
         rule.score_log = []
         logs.append(rule.score_log)
     source = {"topic": "uniswap", "partition": 0, "offset": 0}
@@ -68,7 +71,7 @@ def score(events: list[DexEvent], table: dict[str, Any]) -> tuple[
         scorers[part].process(ev, source)
     elapsed = time.perf_counter() - started
     merged = sorted((entry for log in logs for entry in log), key=lambda e: e[1])
-    return merged, len(events) / elapsed
+    return merged, len(events) / elapsed, rules
 
 
 def tuned_threshold(outcomes: dict[str, PoolOutcome], log: list[tuple[str, int, float]],
@@ -105,7 +108,7 @@ def main() -> None:
     thresholds = [float(t) for t in args.thresholds.split(",") if t]
     events = replay(args.path)
     outcomes = pool_outcomes(events, read_healthy_tokens(args.path))
-    log, rate = score(events, args.rule)
+    log, rate, _ = score(events, args.rule)
     end = events[-1].block_number
     print(f"{len(events):,} events, {rate:,.0f} events/s; {len(log):,} risk scores")
     tuned = tuned_threshold(outcomes, log, args.target_false)
