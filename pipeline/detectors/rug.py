@@ -20,8 +20,11 @@ class LiquidityDrain(Configurable):
     A slow dump drains nothing at once: a hoard sold into the pool over many blocks takes the
     price down while the WETH reserve falls gradually. So the event at which the price first
     falls ``crash_drop`` (90 %) or more below its running peak (``price_drop_peak`` crossing
-    it: ``price_drop_peak_before`` was under) scores ``price_drop_peak`` too, in pools whose
-    WETH reserve once reached ``min_liquidity_weth`` (``liquidity_peak_weth``).
+    it while ``price_drop_peak_before``, the deepest fall since that peak, was under) scores
+    ``price_drop_peak`` too, in pools whose WETH reserve once reached ``min_liquidity_weth``
+    (``liquidity_peak_weth``). That is once per peak: a price swinging about the level after
+    the dump does not fire again at every swing back under it (version 2 did, every
+    cool-down, long after the crash).
     ``learn_one`` is a no-op.
 
     >>> LiquidityDrain().score_one({"liquidity_drop_3": 0.97, "liquidity_peak_3": 20.0})
@@ -36,7 +39,7 @@ class LiquidityDrain(Configurable):
     """
 
     name = "liquidity_drain"
-    version = "2"
+    version = "3"
 
     def __init__(self, min_liquidity_weth: float = 1.0, crash_drop: float = 0.9) -> None:
         self.min_liquidity_weth = min_liquidity_weth

@@ -242,8 +242,10 @@ _DEX = (
             "many blocks, which price_drop_10 misses); 0 at the peak.", "share in [0, 1]",
             when=_RESERVES),
     Feature("price_drop_peak_before",
-            "price_drop_peak as it stood before the newest event carrying both reserves (so "
-            "a rule can see the moment a fall crosses a level).", "share in [0, 1]",
+            "The deepest price_drop_peak since that peak was set, up to the event before "
+            "the newest one carrying both reserves (so a rule sees the first time a fall "
+            "crosses a level, once per peak, however the price swings about it); 0 at a new "
+            "peak.", "share in [0, 1]",
             when=_RESERVES),
     Feature("price_peak_age",
             "Blocks since the latest event at which the price stood at that peak (0 when "

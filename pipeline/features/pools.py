@@ -32,7 +32,8 @@ history):
 ``liquidity_growth``       WETH reserve / the first nonzero WETH reserve seen
 ``price_vs_first``         price / the first nonzero price seen (exact, from the reserves)
 ``price_drop_peak``        1 - price / its running peak since first seen (a slow dump);
-                           ``price_drop_peak_before`` the same before the newest event
+                           ``price_drop_peak_before`` its deepest value since that peak
+                           was set, before the newest event
 ``price_peak_age``         blocks since the price last stood at that peak
 ``blocks_since_mint``      blocks since the last mint, once one was seen
 ``syncs_270``              events carrying reserves in the last 261-270 blocks (10-block
@@ -151,7 +152,7 @@ class PoolState:
         # the blocks between it and the one before
         self.flow = [0, 0, 0, -1, 0]
         self.max_sell = 0.0  # the largest share of the WETH reserve one sell took out
-        self.drop_before = 0.0  # price_drop_peak before the newest event with reserves
+        self.drop_before = 0.0  # deepest price_drop_peak since the peak, before the newest event
 
     def state(self) -> dict[str, Any]:
         """Scalars as they are (reserves in exact wei), rings and windows by their own state.
@@ -410,12 +411,12 @@ def _flow(st: PoolState, block: int, weth: int, token: int) -> None:
     """Count an event with reserves ``weth``/``token`` (called before ``st`` takes them): a
     buy when WETH came in and tokens went out, a sell the other way round (a mint or burn
     moves both alike and is neither); the largest sell's share of the WETH reserve; and the
-    price's fall from its peak as it stood before this event."""
+    deepest fall of the price below its running peak before this event."""
     flow = st.flow
     before_weth, before_token = st.liquidity, st.reserve_token
-    if st.peak_weth and before_token:  # the price's fall from its peak, before this event
+    if st.peak_weth and before_token:  # the deepest fall below the peak, before this event
         st.drop_before = max(1.0 - before_weth * st.peak_token / (before_token * st.peak_weth),
-                             0.0)
+                             st.drop_before)
     if flow[0] and before_weth and before_token:
         if weth > before_weth and token < before_token:
             flow[1] += 1
@@ -436,6 +437,7 @@ def _trajectory(st: PoolState, block: int, weth: int, token: int, before: float)
         st.first_weth, st.first_token = weth, token
     if st.peak_block < 0 or weth * st.peak_token >= st.peak_weth * token:
         st.peak_weth, st.peak_token, st.peak_block = weth, token, block
+        st.drop_before = 0.0  # a new peak: no fall below it yet
     bucket, newest, syncs = block // SYNC_BUCKET, st.sync_bucket, st.syncs
     if bucket > newest:
         for b in range(max(newest + 1, bucket - _SYNC_SLOTS + 1), bucket + 1):

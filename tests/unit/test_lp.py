@@ -12,6 +12,7 @@ import math
 
 import pytest
 
+from pipeline.detectors.rug import LiquidityDrain
 from pipeline.features import PoolFeatures
 from pipeline.features.lp import DEAD, LOCKED_HOLDERS, MAX_HOLDERS, LpLedger
 from pipeline.features.pools import WETH
@@ -182,6 +183,33 @@ def test_price_drop_peak_sees_a_slow_dump() -> None:
     assert x["volatility_50"] > 0
     later = rows.sync(400, round(weth * math.sqrt(0.1)), round(10**24 / math.sqrt(0.1)))
     assert later["syncs_270"] == 1.0 and later["price_peak_age"] == 389.0
+
+
+def _at(rows: Rows, block: int, price: float) -> dict[str, float]:
+    """A Sync at ``price`` (of 1 ether per 10,000 tokens), with 100 ether at price 1."""
+    return rows.sync(block, round(10**20 * math.sqrt(price)), round(10**24 / math.sqrt(price)))
+
+
+def test_a_price_swinging_about_a_crash_level_crosses_it_once_per_peak() -> None:
+    """price_drop_peak_before holds the deepest fall since the peak, so the rug detector's
+    slow-dump path (price_drop_peak ≥ 0.9 while price_drop_peak_before < 0.9) fires at the
+    first crossing only, not at every swing back over the level; a new peak starts afresh."""
+    rows = _launched()
+    detector = LiquidityDrain()
+    fired = []
+    path = [1.0, 0.5, 0.2, 0.095, 0.12, 0.08, 0.11, 0.09, 0.105, 0.07,  # crosses at 0.095
+            1.2, 0.6, 0.1, 0.11]  # a new peak (1.2): crosses again at 0.1 (1 - 0.1/1.2)
+    for block, price in enumerate(path, start=2):
+        x = _at(rows, block, price)
+        if detector.score_one(x) >= detector.crash_drop:
+            fired.append(price)
+        if price == 0.11 and block > 10:
+            assert x["price_drop_peak_before"] == pytest.approx(1 - 0.1 / 1.2, abs=1e-9)
+    assert fired == [0.095, 0.1]
+    assert _at(rows, 40, 1.3)["price_drop_peak_before"] == 0.0  # a new peak
+    assert _at(rows, 41, 1.0)["price_drop_peak_before"] == 0.0  # nothing below it before
+    assert _at(rows, 42, 0.5)["price_drop_peak_before"] == pytest.approx(1 - 1.0 / 1.3,
+                                                                         abs=1e-9)
 
 
 def test_volatility_50_over_the_last_50_changes() -> None:
