@@ -25,25 +25,35 @@ class LiquidityDrain(Configurable):
     (``liquidity_peak_weth``). That is once per peak: a price swinging about the level after
     the dump does not fire again at every swing back under it (version 2 did, every
     cool-down, long after the crash).
+
+    A drain scores 0 in a pool drained before: when its reserve before the drop
+    (``liquidity_peak_3``) is under ``min_share_of_peak`` (10 %) of the largest it ever held
+    (``liquidity_peak_weth``), the rug happened earlier and the dust leaving now is no news
+    (its price may still crash, which the slow-dump path scores).
     ``learn_one`` is a no-op.
 
     >>> LiquidityDrain().score_one({"liquidity_drop_3": 0.97, "liquidity_peak_3": 20.0})
     0.97
     >>> LiquidityDrain().score_one({"liquidity_drop_3": 1.0, "liquidity_peak_3": 0.01})
     0.0
-    >>> slow = {"liquidity_drop_3": 0.1, "liquidity_peak_3": 2.0, "liquidity_peak_weth": 30.0,
+    >>> slow = {"liquidity_drop_3": 0.1, "liquidity_peak_3": 5.0, "liquidity_peak_weth": 30.0,
     ...         "price_drop_peak": 0.92, "price_drop_peak_before": 0.88}
     >>> LiquidityDrain().score_one(slow), LiquidityDrain().score_one(
     ...     slow | {"price_drop_peak_before": 0.91})  # crossed already: drained of news
     (0.92, 0.1)
+    >>> LiquidityDrain().score_one({"liquidity_drop_3": 0.97, "liquidity_peak_3": 20.0,
+    ...                             "liquidity_peak_weth": 300.0})  # 20 of 300 were left
+    0.0
     """
 
     name = "liquidity_drain"
     version = "3"
 
-    def __init__(self, min_liquidity_weth: float = 1.0, crash_drop: float = 0.9) -> None:
+    def __init__(self, min_liquidity_weth: float = 1.0, crash_drop: float = 0.9,
+                 min_share_of_peak: float = 0.1) -> None:
         self.min_liquidity_weth = min_liquidity_weth
         self.crash_drop = crash_drop
+        self.min_share_of_peak = min_share_of_peak
 
     def learn_one(self, x: dict[str, float]) -> None:
         return None
@@ -58,9 +68,10 @@ class LiquidityDrain(Configurable):
 
     def score_one(self, x: dict[str, float]) -> float:
         get = x.get
-        drop = get("liquidity_drop_3", 0.0)
-        if drop <= 0.0 or get("liquidity_peak_3", 0.0) < self.min_liquidity_weth:
-            drop = 0.0
+        drop, before = get("liquidity_drop_3", 0.0), get("liquidity_peak_3", 0.0)
+        if drop <= 0.0 or before < self.min_liquidity_weth \
+                or before < self.min_share_of_peak * get("liquidity_peak_weth", 0.0):
+            drop = 0.0  # dust, or what is left of a pool drained before
         crash = get("price_drop_peak", 0.0)
         if crash < self.crash_drop or get("price_drop_peak_before", 1.0) >= self.crash_drop \
                 or get("liquidity_peak_weth", 0.0) < self.min_liquidity_weth:
