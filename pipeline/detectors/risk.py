@@ -108,15 +108,21 @@ class PoolRisk(Configurable):
         return float(self.model.predict_proba_one(self._vector(x)).get(True, 0.0))
 
     def contributions(self, x: dict[str, float]) -> dict[str, float]:
-        """Each feature's term of the log-odds (weight times standardised value), largest
-        magnitude first."""
+        """What each feature adds to the risk, largest magnitude first: for the logistic
+        model its term of the log-odds (weight times standardised value); for the forest, by
+        occlusion, the probability less the probability with that feature at its running
+        mean (one more forest prediction per feature: it runs for alerts only)."""
         scaler, learner = self.model.steps.values()
         scaled = scaler.transform_one(self._vector(x))
         weights = getattr(learner, "weights", None)
-        if weights is None:  # a forest: the standardised values themselves, largest first
-            return dict(sorted(((f, float(v)) for f, v in scaled.items()),
-                               key=lambda kv: -abs(kv[1])))
-        terms = {f: float(weights.get(f, 0.0)) * float(v) for f, v in scaled.items()}
+        if weights is not None:
+            terms = {f: float(weights.get(f, 0.0)) * float(v) for f, v in scaled.items()}
+        else:
+            def risk(values: dict[str, float]) -> float:
+                return float(learner.predict_proba_one(values).get(True, 0.0))
+
+            base = risk(scaled)
+            terms = {f: base - risk(scaled | {f: 0.0}) for f in scaled}
         return dict(sorted(terms.items(), key=lambda kv: -abs(kv[1])))
 
     def state(self) -> dict[str, Any]:
