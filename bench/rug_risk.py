@@ -2,7 +2,7 @@
 
     python bench/rug_risk.py                          # ../shared/data/uniswap-v2-2021
     python bench/rug_risk.py --thresholds 0.9,0.95,0.97 --json out.json
-    python bench/rug_risk.py --rule '{"params": {"estimator": "forest"}}'
+    python bench/rug_risk.py --rule '{"params": {"estimator": "logistic"}}'
 
 Replays every pool event of the dataset in chain order through 4 Scorers partitioned by
 pool as the service partitions them (murmur2(pool_address) % 4), logs the ``rug_risk`` rule's
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--thresholds", default="", help="more thresholds to grade, e.g. 0.9,0.95")
     parser.add_argument("--rule", type=json.loads, default={}, metavar="JSON",
                         help='the [detectors.rug_risk] table to run with, as JSON, e.g. '
-                             '\'{"params": {"estimator": "forest"}}\'')
+                             '\'{"params": {"estimator": "logistic"}}\'')
     parser.add_argument("--target-false", type=float, default=0.10, metavar="SHARE",
                         help="tune the threshold on the tune half so that at most SHARE of "
                              "its never-drained pools are ever flagged (default 0.10)")

@@ -2,16 +2,17 @@
 
     nice -n 5 python bench/rug_risk_ablation.py                 # ../shared/data/uniswap-v2-2021
     nice -n 5 python bench/rug_risk_ablation.py --json ablation.json
+    nice -n 5 python bench/rug_risk_ablation.py --estimator logistic   # and its weights
 
 Replays the dataset once (:func:`bench.rug_risk.replay`, :func:`pipeline.risk_evaluation.
 pool_outcomes`), then scores it with :func:`bench.rug_risk.score` once with every feature of
 :data:`~pipeline.detectors.RISK_FEATURES` and once with each feature group of :data:`GROUPS`
 left out (``{"params": {"features": [...]}}``, the ``[detectors.rug_risk]`` table). Prints,
 per run, the ROC-AUC at pool ages 1h/6h/24h and 1h/6h/24h before the event on the ``tune``
-and ``report`` halves, with the change against the full model (negative: the group helped),
-then the full model's logistic weights at the end of the replay (inputs are standardised, so
-they compare), |weight| averaged over the 4 partitions' models, largest first. Six replays
-of a few minutes each.
+and ``report`` halves, with the change against the full model (negative: the group helped);
+for the logistic regression also the full model's weights at the end of the replay (inputs
+are standardised, so they compare), |weight| averaged over the 4 partitions' models, largest
+first (a forest has none: the table is its importance). Six replays of a few minutes each.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from bench.rug_risk import DATA, PARTITIONS, replay, score  # noqa: E402
 from consumers.evaluate import read_healthy_tokens  # noqa: E402
 from pipeline.detectors import RISK_FEATURES, PoolRisk  # noqa: E402
+from pipeline.detectors.risk import ESTIMATORS  # noqa: E402
 from pipeline.risk_evaluation import AGES, evaluate_risk, pool_outcomes  # noqa: E402
 from pipeline.rules import Rule  # noqa: E402
 
@@ -76,6 +78,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", nargs="?", type=Path, default=DATA)
     parser.add_argument("--json", type=Path, help="also write the table and weights here")
+    parser.add_argument("--estimator", choices=ESTIMATORS, default=PoolRisk().estimator,
+                        help="the rug_risk model to ablate (default: the default model's)")
     args = parser.parse_args()
     missing = set(RISK_FEATURES) - {f for group in GROUPS.values() for f in group}
     assert not missing, f"features in no group: {sorted(missing)}"
@@ -87,21 +91,25 @@ def main() -> None:
     full_weights: dict[str, float] = {}
     for removed in (FULL, *GROUPS):
         features = [f for f in RISK_FEATURES if f not in GROUPS.get(removed, ())]
-        log, rate, rules = score(events, {"params": {"features": features}})
+        log, rate, rules = score(events, {"params": {"features": features,
+                                                     "estimator": args.estimator}})
         table[removed] = aucs(evaluate_risk(outcomes, log, [], end).summary)
-        if removed == FULL:
+        if removed == FULL and args.estimator == "logistic":
             full_weights = weights(rules)
         print(f"removed {removed}: {len(features)} features, {rate:,.0f} events/s, "
               f"{time.perf_counter() - started:,.0f} s so far", file=sys.stderr, flush=True)
+    print(f"rug_risk estimator: {args.estimator}")
     print_table(table)
-    print("\nfull model: |logistic weight| at the end of the replay, mean of the "
-          f"{PARTITIONS} partitions (standardised inputs)")
-    for feature, w in full_weights.items():
-        print(f"  {feature:22s} {w:.3f}")
+    if full_weights:
+        print("\nfull model: |logistic weight| at the end of the replay, mean of the "
+              f"{PARTITIONS} partitions (standardised inputs)")
+        for feature, w in full_weights.items():
+            print(f"  {feature:22s} {w:.3f}")
     print(f"\n{len(events):,} events, {len(GROUPS) + 1} runs, "
           f"{time.perf_counter() - started:,.0f} s")
     if args.json:
-        args.json.write_text(json.dumps({"roc_auc": table, "weights": full_weights,
+        args.json.write_text(json.dumps({"estimator": args.estimator, "roc_auc": table,
+                                         "weights": full_weights,
                                          "groups": GROUPS}, indent=2))
 
 

@@ -9,9 +9,12 @@ scores 0 (not warm): a cold model's 0.5 means nothing. A pool holding no WETH (n
 no WETH side at all) scores 0 too.
 
 Features are squashed with a signed ``log1p`` (counts, WETH amounts and ratios alike keep
-their order and lose their tails), then standardised (river's ``StandardScaler``) into a
-logistic regression. :meth:`contributions` gives each feature's share of the log-odds (weight
-times scaled value), which an alert reports as the features that drove it.
+their order and lose their tails), then standardised (river's ``StandardScaler``) into river's
+aggregated Mondrian forest (the default; non-linear, and on the real uniswap-v2-2021 replay it
+flags twice as many pools an hour ahead as the logistic regression does at fewer false flags,
+for about 2.7x the CPU per scored event) or a logistic regression (``estimator="logistic"``).
+:meth:`contributions` gives what each feature added to the risk, which an alert reports as
+the features that drove it.
 
 >>> risk = PoolRisk(features=("a",), min_labels=20, min_each=5)
 >>> risk.score_one({"a": 9.0, "liquidity_weth": 5.0})
@@ -61,13 +64,14 @@ def squash(value: float) -> float:
 
 
 class PoolRisk(Configurable):
-    """Logistic regression on squashed, standardised pool features; score in [0, 1]."""
+    """A forest (or a logistic regression) on squashed, standardised pool features; score
+    in [0, 1]."""
 
     name = "pool_risk"
-    version = "1"
+    version = "2"  # 2: the forest by default
 
     def __init__(self, *, features: tuple[str, ...] = RISK_FEATURES,
-                 estimator: str = "logistic",
+                 estimator: str = "forest",
                  learning_rate: float = 0.02, l2: float = 0.001, trees: int = 10,
                  max_nodes: int = 1_000, min_labels: int = 200, min_each: int = 20,
                  seed: int = 42) -> None:
