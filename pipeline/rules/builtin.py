@@ -95,7 +95,8 @@ def explain_anomaly(rule: Rule, event: Event, score: float) -> Finding:
 
 
 def explain_risk(rule: Rule, event: Event, score: float) -> Finding:
-    """The features that pushed the risk up most (their log-odds terms), with their values."""
+    """The features that pushed the risk up most (see PoolRisk.contributions), with their
+    values."""
     terms = getattr(rule.detector, "contributions", None)
     top = dict(list(terms(event.x).items())[:5]) if callable(terms) else {}
     evidence = {"risk": round(score, 6),
