@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,17 +96,27 @@ def write_report(directory: Path, title: str, summary: dict[str, Any], *,
     return page
 
 
+LEAD_BANDS = {"< 1 h": (0.0, 1.0), "1-6 h": (1.0, 6.0), "6-24 h": (6.0, 24.0),
+              "1-7 days": (24.0, 168.0), "> 7 days": (168.0, math.inf)}
+"""The lead-time plot's bars, in hours: the table's 1 h / 6 h / 24 h marks are their edges."""
+
+
 def _risk_figures(directory: Path, risk: RiskReport) -> list[tuple[str, str]]:
     figures: list[tuple[str, str]] = []
     name = risk.rule
     if risk.lead_blocks:
         hours = [b / BLOCKS_PER_HOUR for b in risk.lead_blocks]
+        ahead = ", ".join(f"{sum(h >= limit for h in hours)} at least {limit} h ahead"
+                          for limit in (1, 6, 24))
         figures.append((f"{name}_lead_time.png",
-                        f"{name}: hours from the first alert to the event, {len(hours)} "
-                        f"pools alerted at or before it ({risk.half} half)"))
+                        f"{name}: time from the first alert to the event, {len(hours)} "
+                        f"pools alerted at or before it, {ahead} ({risk.half} half)"))
+        counts = [sum(lo <= h < hi for h in hours) for lo, hi in LEAD_BANDS.values()]
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.hist(hours, bins=24)
-        ax.set(xlabel="hours ahead of the event", ylabel="pools")
+        ax.bar(list(LEAD_BANDS), counts)
+        for i, n in enumerate(counts):
+            ax.annotate(str(n), (i, n), ha="center", va="bottom", fontsize=8)
+        ax.set(xlabel="time from the first alert to the event", ylabel="pools")
         fig.tight_layout()
         fig.savefig(directory / figures[-1][0], dpi=110)
         plt.close(fig)

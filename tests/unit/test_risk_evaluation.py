@@ -187,5 +187,9 @@ def test_report_tables_and_plots_agree(tmp_path: Path) -> None:
     assert "<tr><th>before the event 1h</th><td>1.000</td><td>1.000</td><td>1</td><td>1</td>" \
         in page
     assert "median lead 1." in page  # 50 and 540 blocks: 295 / 270 h
+    # the lead-time plot's caption counts what the table's shares count
+    assert "2 pools alerted at or before it, 1 at least 1 h ahead, 0 at least 6 h ahead" in page
+    shares = result.summary["report"]["alerts"]
+    assert round(shares["flagged_1h_ahead_share"] * shares["event_pools"]) == 1
     assert json.loads((tmp_path / "summary.json").read_text())["rug_risk"]["report"][
         "alerts"]["lead_blocks"] == [50, 540]
