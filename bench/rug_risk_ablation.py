@@ -48,6 +48,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
                          "max_sell_share", "sync_gap"),
     # how old the pool is and how long since liquidity was last added
     "age and mints": ("age", "blocks_since_mint"),
+    # the LP creator's other pools, and how many of them were rugged
+    "creator history": ("creator_pools", "creator_rugged"),
 }
 FULL = "none (full model)"
 HALVES = ("tune", "report")

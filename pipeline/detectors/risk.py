@@ -11,8 +11,9 @@ no WETH side at all) scores 0 too.
 Features are squashed with a signed ``log1p`` (counts, WETH amounts and ratios alike keep
 their order and lose their tails), then standardised (river's ``StandardScaler``) into river's
 aggregated Mondrian forest (the default; non-linear, and on the real uniswap-v2-2021 replay it
-flags twice as many pools an hour ahead as the logistic regression does at fewer false flags,
-for about 2.7x the CPU per scored event) or a logistic regression (``estimator="logistic"``).
+flags twice as many pools an hour ahead as the logistic regression does at the same false-flag
+budget, at a quarter of its speed: 2.9k against 13k events/s in ``bench/rug_risk.py``) or a
+logistic regression (``estimator="logistic"``).
 :meth:`contributions` gives what each feature added to the risk, which an alert reports as
 the features that drove it.
 
@@ -41,12 +42,13 @@ RISK_FEATURES = (
     "price_vs_first", "price_drop_peak", "price_peak_age", "volatility_50", "syncs_270",
     "blocks_since_mint", "lp_holders", "lp_creator_share", "lp_top_share", "lp_locked_share",
     "lp_mints", "lp_burns", "lp_creator_removed", "trades_20", "return_20", "syncs_total",
-    "first_liquidity_weth", "sell_share", "max_sell_share", "sync_gap",
+    "first_liquidity_weth", "sell_share", "max_sell_share", "sync_gap", "creator_pools",
+    "creator_rugged",
 )
 """What is known of a pool at an event (see :mod:`pipeline.features.catalog`): its age,
 liquidity and its path (the opening liquidity too), price path and volatility, trading
-activity (buys and sells read from the reserves, the gap between them), and who holds its LP
-tokens. A feature missing from ``x`` counts as 0."""
+activity (buys and sells read from the reserves, the gap between them), who holds its LP
+tokens, and what its creator's other pools did. A feature missing from ``x`` counts as 0."""
 
 
 ESTIMATORS = ("logistic", "forest")
@@ -68,7 +70,7 @@ class PoolRisk(Configurable):
     in [0, 1]."""
 
     name = "pool_risk"
-    version = "2"  # 2: the forest by default
+    version = "2"  # 2: the forest by default, and the creator features
 
     def __init__(self, *, features: tuple[str, ...] = RISK_FEATURES,
                  estimator: str = "forest",

@@ -315,6 +315,14 @@ _DEX = (
             "1 - the creator's LP balance / its highest balance so far (what the creator has "
             "sold, moved, locked or burnt of its peak holding).", "share in [0, 1]",
             when=_LEDGER),
+    Feature("creator_pools",
+            "Other pools whose LP creator (see lp_creator_share) is this pool's, launched in "
+            "the pools this scorer reads: input is keyed by pool, so a creator's pools on "
+            "other partitions are not seen.", "count", when=_LEDGER),
+    Feature("creator_rugged",
+            "Of those other pools, the ones whose WETH reserve or price has fallen 90 % or "
+            "more below its peak (a WETH peak of at least 1 ether) by now, as the reserves "
+            "show it in stream time.", "count", when=_LEDGER),
 )
 
 CATALOG: Mapping[str, tuple[Feature, ...]] = MappingProxyType(

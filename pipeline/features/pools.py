@@ -52,6 +52,8 @@ history):
 ``lp_locked_share``        LP of the dead address and lockers, plus the zero address's
                            beyond 1000 units, / circulating LP
 ``lp_creator_removed``     1 - creator's LP / its peak
+``creator_pools``          the creator's other pools seen by this scorer; ``creator_rugged``
+                           how many of them lost 90 % of their peak WETH reserve or price
 =========================  ==================================================================
 
 The LP keys (``lp_holders`` … ``lp_creator_removed``) come from
@@ -61,9 +63,9 @@ approximations (64 balances per pool) and its list of lockers. The trajectory ke
 comparisons of integer reserves, floats only once computed; everything is O(1) amortised per
 event and bounded per pool (27 buckets, a ring of 50 log changes, 64 balances).
 
-A :class:`PoolState` saves layout 2 (the trajectory and the LP ledger); a checkpoint of the
-previous layout 1 is refused with a StateError, so a task restored from one starts its
-features fresh.
+A :class:`PoolState` saves layout 3 (the trajectory, the LP ledger, the creator flags); a
+checkpoint of an earlier layout is refused with a StateError, so a task restored from one
+starts its features fresh.
 
 Blocks may come out of order (the same chain produced twice, a late event): ages clamp
 at 0, a block older than a ring's newest leaves the ring as it is, and the usual-volume
@@ -107,14 +109,17 @@ SYNC_WINDOW, SYNC_BUCKET = 270, 10  # blocks (~1 h), counted in 10-block buckets
 _SYNC_SLOTS = SYNC_WINDOW // SYNC_BUCKET
 VOLATILITY_N = 50  # log price changes in volatility_50
 LP_KINDS = frozenset({"mint", "burn", "transfer"})
+RUGGED = 0.9  # a pool whose WETH reserve or price fell this far below its peak was rugged
+CREATOR_MEMORY = 10  # a creator is kept 10x longer than a pool without news of it
 
 
 class PoolState:
     """Running state of one pool (see :class:`PoolFeatures`)."""
 
-    __slots__ = ("burns", "drop_before", "first_block", "first_token", "first_weth", "flow",
-                 "has_weth", "last_block", "launch_block", "ledger", "liquidity", "log_returns",
-                 "long", "lp_burns", "lp_mints", "max_sell", "mint_block", "peak_block",
+    __slots__ = ("burns", "counted", "drop_before", "first_block", "first_token", "first_weth",
+                 "flow", "has_weth", "last_block", "launch_block", "ledger", "liquidity",
+                 "log_returns", "long", "lp_burns", "lp_mints", "max_sell", "mint_block",
+                 "peak_block",
                  "peak_liquidity", "peak_token", "peak_weth", "price", "prices",
                  "reserve_token", "reserves", "returns_head", "returns_sq", "returns_sum",
                  "short", "sync_bucket", "syncs", "vol_block", "vol_rate", "weth_is_0")
@@ -153,14 +158,17 @@ class PoolState:
         self.flow = [0, 0, 0, -1, 0]
         self.max_sell = 0.0  # the largest share of the WETH reserve one sell took out
         self.drop_before = 0.0  # deepest price_drop_peak since the peak, before the newest event
+        # counted in its creator's record: [as one of its pools, as one of its rugged pools]
+        self.counted = [False, False]
 
     def state(self) -> dict[str, Any]:
         """Scalars as they are (reserves in exact wei), rings and windows by their own state.
 
-        Layout 2 added the trajectory and the LP ledger; a checkpoint of layout 1 is refused
-        (StateError), so a task restored from one starts its features fresh.
+        Layout 2 added the trajectory and the LP ledger, layout 3 the creator flags; a
+        checkpoint of an older layout is refused (StateError), so a task restored from one
+        starts its features fresh.
         """
-        return {"v": 2,
+        return {"v": 3, "counted": list(self.counted),
                 "blocks": [self.first_block, self.last_block, self.launch_block,
                            self.vol_block, self.peak_block, self.mint_block],
                 "weth_is_0": self.weth_is_0, "price": self.price, "liquidity": self.liquidity,
@@ -180,9 +188,9 @@ class PoolState:
                 "drop_before": self.drop_before}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        fields(state, "pool", 2, blocks=list, weth_is_0=bool, price=float, liquidity=int,
-               peak_liquidity=int, vol_rate=float, prices=dict, reserves=dict, short=dict,
-               long=dict, burns=list, reserve_token=int, first=list, peak=list,
+        fields(state, "pool", 3, counted=list, blocks=list, weth_is_0=bool, price=float,
+               liquidity=int, peak_liquidity=int, vol_rate=float, prices=dict, reserves=dict,
+               short=dict, long=dict, burns=list, reserve_token=int, first=list, peak=list,
                lp_counts=list, syncs=dict, returns=dict, ledger=(dict, type(None)),
                has_weth=bool, flow=list, max_sell=float, drop_before=float)
         returns = state["returns"]
@@ -198,13 +206,15 @@ class PoolState:
             log_returns = array("d", (float(v) for v in returns["values"]))
             head, total, sq = int(returns["head"]), float(returns["sum"]), float(returns["sq"])
             flow = [int(v) for v in state["flow"]]
+            counted = [bool(v) for v in state["counted"]][:2]
         except (TypeError, ValueError, KeyError) as exc:
             raise StateError(f"pool state does not fit: {exc}") from exc
         if len(log_returns) > VOLATILITY_N or not 0 <= head < VOLATILITY_N \
                 or len(syncs) != _SYNC_SLOTS:
             raise StateError("pool state does not fit: rings longer than their bounds")
-        if len(flow) != 5:
-            raise StateError("pool state does not fit: flow counters")
+        if len(flow) != 5 or len(counted) != 2:
+            raise StateError("pool state does not fit: flow counters or creator flags")
+        self.counted = counted
         self.has_weth, self.flow, self.max_sell = state["has_weth"], flow, state["max_sell"]
         self.drop_before = state["drop_before"]
         self.weth_is_0, self.price = state["weth_is_0"], float(state["price"])
@@ -222,37 +232,69 @@ class PoolState:
             self.ledger.load_state(state["ledger"])
 
 
+class Creator:
+    """What the pools of one LP creator did, as far as this scorer saw them."""
+
+    __slots__ = ("last_block", "pools", "rugged")
+
+    def __init__(self, block: int) -> None:
+        self.last_block = block
+        self.pools = 0  # pools it launched
+        self.rugged = 0  # of them, pools that have lost RUGGED of their peak WETH or price
+
+    def state(self) -> dict[str, Any]:
+        return {"v": 1, "last_block": self.last_block, "pools": self.pools,
+                "rugged": self.rugged}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        fields(state, "creator", 1, last_block=int, pools=int, rugged=int)
+        self.last_block, self.pools, self.rugged = (state["last_block"], state["pools"],
+                                                    state["rugged"])
+
+
 class PoolFeatures:
     """Per-pool state for every pool seen, plus first sightings of traders (fresh wallets).
 
-    Both maps are bounded :class:`~pipeline.features.store.KeyedStore` s; :attr:`evictions`
-    sums their evictions.
+    And the record of each LP creator (:class:`Creator`): the pools it launched and how many
+    of them were rugged, kept ``CREATOR_MEMORY`` times longer than a pool. The maps are
+    bounded :class:`~pipeline.features.store.KeyedStore` s; :attr:`evictions` sums their
+    evictions. A scorer sees the pools of its partitions only (input is keyed by pool), so a
+    creator's pools elsewhere do not count.
     """
 
     def __init__(self, max_pools: int = 20_000, max_wallets: int = 100_000,
-                 idle_blocks: int = 50_000, fresh_blocks: int = 3) -> None:
+                 idle_blocks: int = 50_000, fresh_blocks: int = 3,
+                 max_creators: int = 50_000) -> None:
         self.max_pools = max_pools
         self.max_wallets = max_wallets
+        self.max_creators = max_creators
         self.idle_blocks = idle_blocks
         self.fresh_blocks = fresh_blocks
         self.pools: KeyedStore[PoolState] = KeyedStore(PoolState, max_pools, idle_blocks)
         self.wallets: KeyedStore[Seen] = KeyedStore(Seen, max_wallets, idle_blocks)
+        self.creators: KeyedStore[Creator] = self._creator_store()
+
+    def _creator_store(self) -> KeyedStore[Creator]:
+        return KeyedStore(Creator, self.max_creators, self.idle_blocks * CREATOR_MEMORY)
 
     @property
     def evictions(self) -> int:
-        return self.pools.evictions + self.wallets.evictions
+        return self.pools.evictions + self.wallets.evictions + self.creators.evictions
 
     def state(self) -> dict[str, Any]:
-        """Both stores, keys in recency order with their eviction counts."""
-        return {"v": 1, "pools": self.pools.state(), "wallets": self.wallets.state()}
+        """The stores, keys in recency order with their eviction counts."""
+        return {"v": 2, "pools": self.pools.state(), "wallets": self.wallets.state(),
+                "creators": self.creators.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        fields(state, "pool features", 1, pools=dict, wallets=dict)
+        fields(state, "pool features", 2, pools=dict, wallets=dict, creators=dict)
         pools: KeyedStore[PoolState] = KeyedStore(PoolState, self.max_pools, self.idle_blocks)
         wallets: KeyedStore[Seen] = KeyedStore(Seen, self.max_wallets, self.idle_blocks)
+        creators = self._creator_store()
         pools.load_state(state["pools"])
         wallets.load_state(state["wallets"])
-        self.pools, self.wallets = pools, wallets
+        creators.load_state(state["creators"])
+        self.pools, self.wallets, self.creators = pools, wallets, creators
 
     def update(self, ev: DexEvent) -> dict[str, float]:
         """Fold ``ev`` into its pool's state and return the pool's features after it."""
@@ -309,7 +351,28 @@ class PoolFeatures:
                 st.burns.append((block, ev.amount0_out if w0 else ev.amount1_out, ev.item_id))
         if st.burns and st.burns[0][0] <= block - LONG:
             st.burns = [b for b in st.burns if b[0] > block - LONG]
-        return st, self._features(st, block)
+        return st, self._creator(st, block, self._features(st, block))
+
+    def _creator(self, st: PoolState, block: int, x: dict[str, float]) -> dict[str, float]:
+        """Count the pool in its creator's record (once it has a creator), and as rugged once
+        its WETH reserve or price is ``RUGGED`` below its peak (a peak of at least 1 WETH);
+        then ``creator_pools`` / ``creator_rugged``: the creator's other pools, and how many
+        of them were rugged, into ``x``."""
+        creator = st.ledger.creator if st.ledger is not None else None
+        if creator is None:
+            return x
+        record = self.creators.get(creator, block)
+        if not st.counted[0]:
+            st.counted[0] = True
+            record.pools += 1
+        if not st.counted[1] and st.peak_liquidity >= ETHER and (
+                st.liquidity <= (1.0 - RUGGED) * st.peak_liquidity
+                or x.get("price_drop_peak", 0.0) >= RUGGED):
+            st.counted[1] = True
+            record.rugged += 1
+        x["creator_pools"] = float(record.pools - 1)
+        x["creator_rugged"] = float(record.rugged - st.counted[1])
+        return x
 
     def _features(self, st: PoolState, block: int) -> dict[str, float]:
         price, liq = st.price, st.liquidity

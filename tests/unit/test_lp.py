@@ -20,6 +20,7 @@ from pipeline.records import ZERO_ADDRESS, DexEvent
 from pipeline.state import StateError, decode, encode
 
 POOL, TOKEN = "0x" + "11" * 20, "0x" + "22" * 20
+POOL2 = "0x" + "12" * 20
 CREATOR, HOLDER = "0x" + "cc" * 20, "0x" + "bb" * 20
 UNCX = "0x663a5c229c09b049e36dcc11a9b0d4a8eb9db214"
 LP_KEYS = ("lp_holders", "lp_creator_share", "lp_top_share", "lp_locked_share",
@@ -29,8 +30,9 @@ LP_KEYS = ("lp_holders", "lp_creator_share", "lp_top_share", "lp_locked_share",
 class Rows:
     """Feeds rows of one pool to a PoolFeatures, each in its own log index."""
 
-    def __init__(self, pools: PoolFeatures | None = None) -> None:
+    def __init__(self, pools: PoolFeatures | None = None, pool: str = POOL) -> None:
         self.pools = pools or PoolFeatures()
+        self.pool = pool
         self.log = 0
 
     def __call__(self, block: int, kind: str, sender: str | None = None, to: str | None = None,
@@ -38,7 +40,7 @@ class Rows:
                  launch: bool = False) -> dict[str, float]:
         self.log += 1
         return self.pools.update(DexEvent(
-            pool_address=POOL, token0=TOKEN, token1=WETH, kind=kind, block_number=block,
+            pool_address=self.pool, token0=TOKEN, token1=WETH, kind=kind, block_number=block,
             block_timestamp=block * 12, transaction_hash="0x" + f"{self.log:064x}",
             log_index=self.log, sender=sender, to=to, liquidity=lp, reserve0=token,
             reserve1=weth, amount0_in=token if launch else 0, amount1_in=weth if launch else 0))
@@ -212,6 +214,31 @@ def test_a_price_swinging_about_a_crash_level_crosses_it_once_per_peak() -> None
                                                                          abs=1e-9)
 
 
+def test_a_creator_whose_pool_was_rugged_marks_its_other_pools() -> None:
+    """creator_pools / creator_rugged: the creator's other pools on this scorer, and those of
+    them 90 % below their peak WETH reserve; a pool never counts itself, and a state round
+    trip keeps the record."""
+    pools = PoolFeatures()
+    first, second = Rows(pools), Rows(pools, POOL2)
+    x = first.mint(1, ZERO_ADDRESS, 1000)
+    assert "creator_pools" not in x  # no creator yet
+    first.mint(1, CREATOR, 9000)
+    x = first.sync(1, 10**20, 10**24)
+    assert x["creator_pools"] == 0.0 and x["creator_rugged"] == 0.0
+    x = first.sync(5, 9 * 10**18, 10**24)  # 91 % of the WETH gone
+    assert x["creator_rugged"] == 0.0  # not its own
+    second.mint(7, ZERO_ADDRESS, 1000)
+    second.mint(7, CREATOR, 9000)
+    x = second.sync(7, 10**20, 10**24)
+    assert x["creator_pools"] == 1.0 and x["creator_rugged"] == 1.0
+    x = first.sync(8, 8 * 10**18, 10**24)  # the first pool sees the second, unrugged
+    assert x["creator_pools"] == 1.0 and x["creator_rugged"] == 0.0
+    restored = PoolFeatures()
+    restored.load_state(decode(encode(pools.state())))
+    again = Rows(restored, POOL2).sync(9, 10**20, 10**24)
+    assert again["creator_pools"] == 1.0 and again["creator_rugged"] == 1.0
+
+
 def test_volatility_50_over_the_last_50_changes() -> None:
     rows = Rows()
     prices = [1.0 + 0.1 * ((i * 7) % 5) for i in range(120)]
@@ -259,14 +286,18 @@ def test_ledger_state_is_checked() -> None:
     assert UNCX in LOCKED_HOLDERS and DEAD in LOCKED_HOLDERS
 
 
-def test_a_pool_state_of_layout_1_is_refused() -> None:
+@pytest.mark.parametrize("older", [1, 2])
+def test_a_pool_state_of_an_older_layout_is_refused(older: int) -> None:
     rows = _launched()
     state = rows.pools.state()
     key, pool_state = state["pools"]["items"][0]
-    assert pool_state["v"] == 2
-    with pytest.raises(StateError, match="layout version 1"):
+    assert pool_state["v"] == 3
+    with pytest.raises(StateError, match=f"layout version {older}"):
         PoolFeatures().load_state(
-            state | {"pools": state["pools"] | {"items": [[key, pool_state | {"v": 1}]]}})
+            state | {"pools": state["pools"] | {"items": [[key, pool_state | {"v": older}]]}})
+    with pytest.raises(StateError, match="layout version 1"):  # before the creator records
+        PoolFeatures().load_state({"v": 1, "pools": state["pools"],
+                                   "wallets": state["wallets"]})
 
 
 def test_syncs_270_counts_10_block_buckets_and_blocks_out_of_order() -> None:
