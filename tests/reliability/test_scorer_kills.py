@@ -46,6 +46,9 @@ BLOCKS = 250
 CAMPAIGNS = 10.0  # per 1,000 blocks of each type: enough alerts to lose one
 QUIET_S = 5.0  # ten checkpoint intervals
 OPEN_TIMEOUT_S = 120  # a restarted member joins once its killed self's session expired
+# seconds of stream per kill: a restart holds tasks within ~10 s (the killed member's session
+# expires) and is killed up to 2.5 s later, so every kill falls inside the stream
+KILL_S = 16.0
 
 
 def _stream(settings: Settings, faults: Faults, seconds: float,
@@ -93,7 +96,7 @@ def test_random_sigkills_of_one_scorer_lose_nothing(
     ensure_topics(settings)
     run = scorer_run(settings, tmp_path, "killed")
     rng = faults.rng("one-scorer")
-    stream, _ = _stream(settings, faults, 22.0 * faults.kills, reaper)
+    stream, _ = _stream(settings, faults, KILL_S * faults.kills, reaper)
     logs, waits = [], []
     for kill in range(faults.kills):
         logs.append(tmp_path / f"scorer-{kill}.log")
@@ -120,7 +123,7 @@ def test_random_sigkills_of_one_of_two_scorers_lose_nothing(
     run = scorer_run(settings, tmp_path, "pair")
     rng = faults.rng("two-scorers")
     # a killed member's tasks wait for its session to expire (10 s) before they move
-    stream, events = _stream(settings, faults, 22.0 * faults.kills, reaper)
+    stream, events = _stream(settings, faults, KILL_S * faults.kills, reaper)
     members: list[subprocess.Popen[str]] = []
     logs = [tmp_path / "member-0-0.log", tmp_path / "member-1-0.log"]
     for path in logs:
