@@ -206,7 +206,7 @@ class PoolState:
             log_returns = array("d", (float(v) for v in returns["values"]))
             head, total, sq = int(returns["head"]), float(returns["sum"]), float(returns["sq"])
             flow = [int(v) for v in state["flow"]]
-            counted = [bool(v) for v in state["counted"]][:2]
+            counted = [bool(v) for v in state["counted"]]
         except (TypeError, ValueError, KeyError) as exc:
             raise StateError(f"pool state does not fit: {exc}") from exc
         if len(log_returns) > VOLATILITY_N or not 0 <= head < VOLATILITY_N \

@@ -28,10 +28,8 @@ from pipeline.checkpoints import CheckpointStore
 from pipeline.dlq import decode_letter
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
-from producers.sink import KafkaSink
-from producers.synth import SynthConfig, SyntheticChain
 from tests.conftest import CHAINWATCH, cli_env, consume_all
-from tests.helpers import send_alerts
+from tests.helpers import produce_chain, send_alerts
 
 pytestmark = pytest.mark.integration
 
@@ -120,11 +118,7 @@ def test_a_killed_auditor_restarts_where_the_log_ends(
 
 def test_a_scorer_restores_only_checkpoints_the_log_holds(audited: Settings,
                                                           tmp_path: Path) -> None:
-    chain = SyntheticChain(SynthConfig(seed=5, blocks=60))
-    with KafkaSink(audited) as sink:
-        for block in chain.blocks():
-            for record in [*block.transactions, *block.dex_events]:
-                sink.write(record)
+    produce_chain(audited, 5, range(60))
     first = ScorerService(audited, session_timeout_ms=2000, heartbeat_interval_ms=500)
     assert first.run(input_finished=lambda: True).consumed > 0
     assert first.tasks is not None and first.tasks.checkpoints_written > 0
@@ -176,11 +170,7 @@ def test_a_scorer_checking_against_a_damaged_log_starts_fresh_instead_of_crashin
     """A damaged audit store made the rebalance callback of a ``--verify-checkpoints`` scorer
     raise (UnicodeDecodeError, DatabaseError). Now every checkpoint is "not trusted", with the
     reason logged, and the scorer replays its partitions from the start."""
-    chain = SyntheticChain(SynthConfig(seed=6, blocks=40))
-    with KafkaSink(audited) as sink:
-        for block in chain.blocks():
-            for record in [*block.transactions, *block.dex_events]:
-                sink.write(record)
+    produce_chain(audited, 6, range(40))
     first = ScorerService(audited, session_timeout_ms=2000, heartbeat_interval_ms=500)
     read = first.run(input_finished=lambda: True).consumed
     AuditorService(audited).run(input_finished=lambda: True)
