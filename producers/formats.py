@@ -14,11 +14,15 @@ Mapping is a pure function of the row, so a re-sent row yields the same records.
 | `uniswap-v2`      | shared/data/uniswap-v2-2021 (Sync, LP Transfer)       | DexEvent       |
 | `blte`            | shared/data/blte-ethereum-scam-tx (labelled)          | Transaction,   |
 |                   |                                                       | delayed Label  |
+| `trades`          | ccxt `fetch_trades` rows, or shared/data/             | Trade, delayed |
+|                   | pump-telegram-binance (pumps.csv: one label per pump) | Label          |
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import math
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -28,7 +32,19 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline.errors import RecordError, SourceError
-from pipeline.records import ZERO_ADDRESS, ChainRecord, DexEvent, Label, TokenTransfer, Transaction
+from pipeline.records import (
+    MAX_RECORD_BYTES,
+    ZERO_ADDRESS,
+    ChainRecord,
+    DexEvent,
+    Label,
+    TokenTransfer,
+    Trade,
+    Transaction,
+    parse_price,
+    parse_quantity,
+    parse_timestamp,
+)
 from producers.files import SUFFIXES, Row, columns, source_files
 
 # keccak-256 of the Uniswap-V2 pair event signatures (topic 0)
@@ -78,6 +94,11 @@ class Format:
 
     def map(self, row: Row) -> Mapped | None:
         raise NotImplementedError
+
+    def source_labels(self) -> list[Label]:
+        """Delayed labels that come with the source rather than with a row (known once
+        :meth:`files` has run); the replay releases each in stream time."""
+        return []
 
 
 class Transactions(Format):
@@ -231,6 +252,125 @@ class Blte(Format):
         return Mapped([tx], [label])
 
 
+class Trades(Format):
+    """Exchange trades as ccxt's ``fetch_trades`` returns them (``timestamp`` in ms, else
+    ``datetime``; ``symbol``; ``side``; ``price``; ``amount``; ``cost``, else price * amount;
+    ``id``), or the pump-telegram-binance layout (``market``, ``timestamp_ms``,
+    ``quote_volume``, and ``pump_id``, which becomes the trade's ``stream``). The venue is a
+    ``venue`` or ``exchange`` column, else ``venue`` (``--venue``).
+
+    A ``pumps.csv`` in the trades' folder gives one label per pump: subject ``pump_id``,
+    stream time its ``announced_at`` in unix seconds, released ``label_delay_s`` later, keyed
+    by ``pump_id`` like the pump's trades.
+    """
+
+    name, summary = "trades", "ccxt trades"
+    # each needed column and the other names it goes by
+    aliases = (("symbol", "market"), ("side",), ("price",), ("amount",),
+               ("timestamp", "timestamp_ms", "datetime"))
+
+    def __init__(self, venue: str | None = None, label_delay_s: int = 3600) -> None:
+        self.venue = venue
+        self.label_delay_s = label_delay_s
+        self._labels: list[Label] = []
+
+    def files(self, path: Path) -> list[Path]:
+        files = [f for f in source_files(path) if f.name.lower() != PUMPS_FILE]
+        if not files:
+            raise SourceError(f"{path} holds no trades ({PUMPS_FILE} holds the pumps, not "
+                              "trades); give the trades file or their folder")
+        for file in files:
+            self.check_columns(file)
+        pumps = (path if path.is_dir() else path.parent) / PUMPS_FILE
+        self._labels = load_pump_labels(pumps, self.label_delay_s) if pumps.is_file() else []
+        return files
+
+    def check_columns(self, path: Path) -> None:
+        found = columns(path)
+        if found is None:
+            return
+        missing = [names[0] + (f" (or {', '.join(names[1:])})" if names[1:] else "")
+                   for names in self.aliases if not found.intersection(names)]
+        if missing:
+            kind = KIND_NAMES[SUFFIXES[path.suffix.lower()]]
+            raise SourceError(f"{path}: not {kind} of {self.summary}: missing columns "
+                              f"{', '.join(missing)}; check --format")
+        if self.venue is None and not found.intersection(("venue", "exchange")):
+            raise SourceError(f"{path} has no venue or exchange column; pass --venue NAME "
+                              "(the exchange the trades are from, e.g. --venue binance)")
+
+    def map(self, row: Row) -> Mapped:
+        v = row.values
+        size = (len(row.text) if row.text is not None
+                else sum(len(x) for x in v.values() if isinstance(x, str)))
+        if size > MAX_RECORD_BYTES:
+            raise RecordError("oversized", f"row is {size} bytes, over the {MAX_RECORD_BYTES}"
+                              "-byte limit of a record (a trade is a few hundred bytes)")
+        price, amount = v.get("price"), v.get("amount")  # NaN is a bad value here
+        cost = _first(v, "cost", "quote_volume")  # NaN: ccxt's None in a DataFrame
+        if cost is None and price is not None and amount is not None:
+            cost = parse_price("price", price) * parse_quantity("amount", amount)
+        venue = _first(v, "venue", "exchange")
+        return Mapped([Trade.from_dict({
+            "venue": self.venue if venue is None else venue,
+            "market": _first(v, "symbol", "market"), "side": v.get("side"),
+            "price": price, "amount": amount, "quote_volume": cost,
+            "timestamp": _first(v, "timestamp", "timestamp_ms", "datetime"),
+            "trade_id": _trade_id(v.get("id")), "stream": _first(v, "pump_id"),
+        })])
+
+    def source_labels(self) -> list[Label]:
+        return list(self._labels)
+
+
+PUMPS_FILE = "pumps.csv"
+
+
+def load_pump_labels(path: Path, delay_s: int) -> list[Label]:
+    """One label per row of a pumps.csv (pump_id, announced_at as ISO UTC time)."""
+    labels: list[Label] = []
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in ("pump_id", "announced_at") if c not in (reader.fieldnames
+                                                                         or ())]
+            if missing:
+                raise SourceError(f"{path}: missing columns {', '.join(missing)}; give a "
+                                  "pumps.csv with pump_id and announced_at, or move it away")
+            for line, row in enumerate(reader, start=2):
+                try:
+                    announced = parse_timestamp("announced_at", row.get("announced_at"))
+                    labels.append(Label.from_dict({
+                        "subject": row.get("pump_id"), "label": 1, "source": "pumps",
+                        "block_number": announced, "released_block": announced + delay_s,
+                        "partition_key": row.get("pump_id")}))
+                except RecordError as exc:
+                    raise SourceError(f"{path}, line {line}: {exc}; fix the row") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"cannot read {path}: {exc}") from None
+    return labels
+
+
+def _first(values: dict[str, Any], *names: str) -> Any:
+    """The first of ``names`` with a value (a NaN, pandas' missing number, is none)."""
+    for name in names:
+        value = values.get(name)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            return value
+    return None
+
+
+def _trade_id(value: Any) -> Any:
+    """ccxt's ``id`` is text; JSON and Parquet may carry it as a number."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
 def load_pools(path: Path) -> dict[str, tuple[str, str]]:
     """pool address → (token0, token1) from a Parquet or CSV file with those columns."""
     try:
@@ -275,7 +415,10 @@ def _exact_number(name: str, value: Any) -> Any:
     return int(number)
 
 
-def make_format(name: str, pools: Path | None = None, label_delay_blocks: int = 5760) -> Format:
+def make_format(name: str, pools: Path | None = None, label_delay_blocks: int = 5760, *,
+                venue: str | None = None, label_delay_s: int = 3600) -> Format:
+    if name == "trades":
+        return Trades(venue, label_delay_s)
     if name == "logs":
         if pools is None:
             raise SourceError("format logs needs --pools FILE (pool_address, token0, token1) "
@@ -291,4 +434,4 @@ def make_format(name: str, pools: Path | None = None, label_delay_blocks: int = 
     return simple[name]()
 
 
-FORMATS = ("transactions", "token-transfers", "logs", "uniswap-v2", "blte")
+FORMATS = ("transactions", "token-transfers", "logs", "uniswap-v2", "blte", "trades")

@@ -47,6 +47,12 @@ formats:
   uniswap-v2       the uniswap-v2-2021 folder (events + pools)   -> chain.dex
   blte             blte-ethereum-scam-tx transactions.csv         -> chain.transactions,
                    labels released --label-delay-blocks later      chainwatch.labels
+  trades           ccxt fetch_trades rows, or the pump-telegram-  -> market.trades,
+                   binance folder (pump_id is the stream key)      chainwatch.labels
+                   venue: a venue/exchange column, else --venue NAME; pumps.csv beside
+                   the trades: one label per pump, released --label-delay-s after its
+                   announced_at in trade time. Stream time is the trade's unix second,
+                   and --start-block/--end-block take unix seconds with this format.
 
 Bad rows go to chainwatch.dlq with their file, line and reason. With --cursor, a restart
 after a crash or Ctrl-C resumes where the last durable write ended.
@@ -54,7 +60,11 @@ after a crash or Ctrl-C resumes where the last durable write ended.
 examples:
   chainwatch produce replay ../shared/data/uniswap-v2-2021 --format uniswap-v2 --cursor uni.cursor
   chainwatch produce replay exports/transactions/ --format transactions --speed 10x
+  chainwatch produce replay ../shared/data/pump-telegram-binance --format trades
+  chainwatch produce replay btc_trades.jsonl --format trades --venue binance
 """
+
+MAX_LABEL_DELAY_S = 10 * 366 * 86_400  # ten years: beyond it, a label is never released
 
 
 def speed(text: str) -> float | None:
@@ -84,6 +94,32 @@ def campaigns(text: str) -> dict[str, float]:
                                              "1000 blocks)")
         out[name] = rate
     return out
+
+
+def venue(text: str) -> str:
+    from pipeline.records import TEXT_LIMITS
+
+    name = text.strip()
+    if not name or len(name) > TEXT_LIMITS["venue"] or any(c.isspace() for c in name):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a venue name; give the exchange as ccxt names it, e.g. binance "
+            f"(no spaces, at most {TEXT_LIMITS['venue']} characters)")
+    return name
+
+
+def label_delay_s(text: str) -> int:
+    value = non_negative_int(text)
+    if value > MAX_LABEL_DELAY_S:
+        raise argparse.ArgumentTypeError(f"{value} s is over ten years; give at most "
+                                         f"{MAX_LABEL_DELAY_S} seconds (default 3600)")
+    return value
+
+
+def trade_options(args: argparse.Namespace) -> str | None:
+    """--venue names the exchange of trades; with any other format it is a mistake."""
+    if args.venue is not None and args.format != "trades":
+        return f"--venue is for --format trades, not {args.format}; drop it"
+    return None
 
 
 def block_range(args: argparse.Namespace) -> str | None:
@@ -125,12 +161,14 @@ def add_parser(sub: Any) -> None:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("path", type=Path, metavar="PATH", help="a file or a folder of files")
     r.add_argument("--format", required=True, metavar="F",
-                   help="transactions | token-transfers | logs | uniswap-v2 | blte")
+                   help="transactions | token-transfers | logs | uniswap-v2 | blte | trades")
     r.add_argument("--speed", type=speed, default=None, metavar="max|1x|Nx",
-                   help="pace by block timestamps (default max)")
+                   help="pace by block timestamps, trades by their timestamps (default max)")
     r.add_argument("--limit", type=positive_int, metavar="N", help="read at most N rows")
-    r.add_argument("--start-block", type=non_negative_int, metavar="B")
-    r.add_argument("--end-block", type=non_negative_int, metavar="B")
+    r.add_argument("--start-block", type=non_negative_int, metavar="B",
+                   help="skip rows before block B (--format trades: before unix second B)")
+    r.add_argument("--end-block", type=non_negative_int, metavar="B",
+                   help="stop after block B (--format trades: after unix second B)")
     r.add_argument("--cursor", type=Path, metavar="FILE",
                    help="resume from / save to FILE; its directory must exist")
     r.add_argument("--pools", type=Path, metavar="FILE",
@@ -138,10 +176,17 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--label-delay-blocks", type=non_negative_int, default=5760,
                    help="blocks after a labelled event its label is released (blte; "
                         "default 5760, about a day)")
+    r.add_argument("--venue", type=venue, metavar="NAME",
+                   help="the exchange of trades without a venue or exchange column "
+                        "(format trades), e.g. binance")
+    r.add_argument("--label-delay-s", type=label_delay_s, default=3600, metavar="S",
+                   help="seconds after a pump's announcement its label is released, in "
+                        "trade time (format trades; default 3600)")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_metrics_port(r)
     add_common(r)
     add_check(r, block_range)
+    add_check(r, trade_options)
     r.set_defaults(run=run_replay)
 
 
@@ -181,14 +226,16 @@ def run_replay(args: argparse.Namespace) -> int:
 
     if args.cursor is not None:
         output_file("--cursor", args.cursor)
-    fmt = make_format(args.format, args.pools, args.label_delay_blocks)  # fail fast
+    fmt = make_format(args.format, args.pools, args.label_delay_blocks, venue=args.venue,
+                      label_delay_s=args.label_delay_s)  # fail fast
     settings = load_settings(args)
     options = ReplayOptions(speed=args.speed, limit=args.limit, start_block=args.start_block,
                             end_block=args.end_block, cursor=args.cursor,
                             progress=settings.log_format == "text")
     health = ServiceHealth()
     replayer = Replayer(settings, args.format, args.path, options, pools=args.pools,
-                        label_delay_blocks=args.label_delay_blocks, stop=stop_on_signals(),
+                        label_delay_blocks=args.label_delay_blocks, venue=args.venue,
+                        label_delay_s=args.label_delay_s, stop=stop_on_signals(),
                         health=health)
     with serving(settings, health, "chainwatch produce replay"):
         # a missing file, or one not of its --format, is one line before the broker is asked
