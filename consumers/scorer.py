@@ -60,7 +60,7 @@ from pipeline.metrics import (
     RULE_ERRORS,
     SCORING_LATENCY,
 )
-from pipeline.records import DexEvent, Label, TokenTransfer, Transaction
+from pipeline.records import DexEvent, Label, TokenTransfer, Trade, Transaction
 from pipeline.rules import RuleSet
 from pipeline.scoring import Scorer
 from pipeline.settings import Settings
@@ -101,6 +101,7 @@ class ScorerService:
         self._expected = {
             topics.transactions: frozenset({Transaction.record_type, TokenTransfer.record_type}),
             topics.dex: frozenset({DexEvent.record_type}),
+            topics.trades: frozenset({Trade.record_type}),
             topics.labels: frozenset({Label.record_type}),
         }
         self.tasks: TaskManager | None = None

@@ -1,9 +1,9 @@
 """Scorer tasks: the unit of state that moves with partitions.
 
-The transactions, DEX and labels topics have equal partition counts and are keyed alike, so
-partition *i* of each holds everything about the same keys. Task *i* owns those three
+The transactions, DEX, trades and labels topics have equal partition counts and are keyed
+alike, so partition *i* of each holds everything about the same keys. Task *i* owns those four
 topic-partitions and one :class:`~pipeline.scoring.Scorer`. The range assignor gives all
-three to the same group member, so a task moves as a whole.
+four to the same group member, so a task moves as a whole.
 
 Checkpoint order — the one thing that makes a crash harmless:
 
@@ -186,7 +186,7 @@ class TaskManager:
         self.keep = keep
         self.group = settings.consumer_group
         self.topics = (settings.topics.transactions, settings.topics.dex,
-                       settings.topics.labels)
+                       settings.topics.trades, settings.topics.labels)
         self.binding = binding or Binding(self.group, dict.fromkeys(self.topics))
         self.tasks: dict[int, Task] = {}
         self.checkpoints_written = 0

@@ -30,6 +30,8 @@ Every field is bounded, so that no record carries unbounded or state-poisoning i
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,13 +47,23 @@ MAX_BLOCK_NUMBER = 10**12
 MAX_RECORD_BYTES = 1_000_000  # Apache Kafka's default message.max.bytes
 """The largest record, as encoded JSON; it also bounds ``input`` calldata."""
 MAX_INPUT_CHARS = 2 + 2 * MAX_RECORD_BYTES
-TEXT_LIMITS = {"subject": 256, "source": 128, "partition_key": 256}
+TEXT_LIMITS = {"subject": 256, "source": 128, "partition_key": 256, "venue": 64, "market": 128,
+               "trade_id": 128, "taker": 128, "stream": 128}
 """Maximum length in characters of each free-text field (after stripping spaces)."""
 ZERO_ADDRESS = "0x" + "0" * 40
 
 _ADDRESS = re.compile(r"0x[0-9a-f]{40}")
 _HASH = re.compile(r"0x[0-9a-f]{64}")
 _HEX = re.compile(r"0x[0-9a-f]*")
+
+MAX_TIMESTAMP_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+"""The latest plausible trade time, in unix milliseconds (a seconds value is taken as such
+when below :data:`MIN_TIMESTAMP_MS`)."""
+MIN_TIMESTAMP_MS = 100_000_000_000  # 1973-03-03 in ms; 5138 in seconds
+MAX_QUANTITY = 1e30
+"""The largest price, amount or quote volume of a trade (uint256 amounts of 18-decimal tokens
+reach 1e59 wei, but 1e41 units of anything is not a trade)."""
+TRADE_SIDES = frozenset({"buy", "sell"})
 
 DexKind = Literal["swap", "mint", "burn", "sync", "transfer"]
 DEX_KINDS: frozenset[str] = frozenset({"swap", "mint", "burn", "sync", "transfer"})
@@ -199,6 +211,67 @@ def parse_text(name: str, value: object) -> str:
         raise _fail("too_long", name, value, f"is {len(text)} characters, over the "
                     f"{limit}-character limit; shorten it")
     return text
+
+
+def parse_quantity(name: str, value: object) -> float:
+    """A finite, non-negative float (prices and amounts of exchange trades) from a number or
+    a decimal string, at most :data:`MAX_QUANTITY`."""
+    if type(value) is float and 0.0 <= value <= MAX_QUANTITY:
+        return value  # the wire's own form (NaN fails both comparisons)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _fail("bad_type", name, value, "expected a number")
+    if isinstance(value, str) and len(value) > 64:
+        raise _fail("bad_value", name, value, "expected a decimal number")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise _fail("bad_type", name, value, "expected a decimal number") from None
+    if not math.isfinite(number):
+        raise _fail("bad_value", name, value, "must be a finite number")
+    if number < 0:
+        raise _fail("negative_amount", name, value, "must not be negative")
+    if number > MAX_QUANTITY:
+        raise _fail("bad_value", name, value, f"exceeds {MAX_QUANTITY:g}")
+    return number
+
+
+def parse_price(name: str, value: object) -> float:
+    price = parse_quantity(name, value)
+    if price <= 0.0:
+        raise _fail("bad_value", name, value, "a trade's price must be positive")
+    return price
+
+
+def parse_timestamp_ms(name: str, value: object) -> int:
+    """Unix milliseconds (ccxt's ``timestamp``) from an int, or an ISO-8601 string; an integer
+    below :data:`MIN_TIMESTAMP_MS` is taken as unix seconds."""
+    if type(value) is int and MIN_TIMESTAMP_MS <= value <= MAX_TIMESTAMP_MS:
+        return value
+    if isinstance(value, str) and not value.strip().isdigit():
+        text = value.strip().removesuffix(" UTC").replace("Z", "+00:00")
+        if len(text) > 64:
+            raise _fail("bad_type", name, value, "expected unix milliseconds or an ISO time")
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise _fail("bad_type", name, value, "expected unix milliseconds or an ISO "
+                        "time") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        millis = round(moment.timestamp() * 1000)
+    else:
+        millis = parse_uint64(name, value)
+        if millis < MIN_TIMESTAMP_MS:
+            millis *= 1000  # unix seconds
+    if not 0 <= millis <= MAX_TIMESTAMP_MS:
+        raise _fail("bad_value", name, value, "is not a time between 1970 and 2100")
+    return millis
+
+
+def parse_side(name: str, value: object) -> str:
+    if not isinstance(value, str) or len(value) > 8 or value.strip().lower() not in TRADE_SIDES:
+        raise _fail("bad_value", name, value, "expected buy or sell (the taker's side)")
+    return value.strip().lower()
 
 
 def parse_flag(name: str, value: object) -> int:
@@ -464,7 +537,91 @@ class Label(Record):
         return self.partition_key or self.subject
 
 
-ChainRecord = Transaction | DexEvent | TokenTransfer | Label
-RECORD_TYPES: dict[str, type[Transaction] | type[DexEvent] | type[TokenTransfer] | type[Label]] = {
-    cls.record_type: cls for cls in (Transaction, DexEvent, TokenTransfer, Label)
+@dataclass(frozen=True, slots=True)
+class Trade(Record):
+    """One trade of an exchange's market or of a DEX pool, in the shape of ccxt's
+    ``fetch_trades``: the taker's ``side``, ``price`` in quote units per base unit, ``amount``
+    in base units, ``quote_volume`` (ccxt's ``cost``) in quote units, ``timestamp`` in unix
+    milliseconds. Prices and amounts are floats, as exchanges give them.
+
+    ``stream`` names the series the trade belongs to when it is not simply its market (a
+    replay window, say); the trade is keyed by it, else by ``venue:market``, so that every
+    trade of one series lands on one partition in order. A DEX trade also carries its pool,
+    block, transaction and log index; a CEX trade has no block, its stream time is its
+    timestamp.
+
+    The ``item_id`` is the venue's trade id when there is one, the log for a DEX trade, and
+    otherwise a digest of every field: a row fetched twice is the same trade.
+
+    >>> t = Trade.from_dict({"venue": "binance", "market": "NAS/BTC", "side": "buy",
+    ...     "price": "0.0000125", "amount": 400, "quote_volume": 0.005,
+    ...     "timestamp": "2021-11-14T15:00:01.250Z"})
+    >>> t.timestamp, t.key, t.time_s
+    (1636902001250, 'binance:NAS/BTC', 1636902001)
+    """
+
+    venue: str
+    market: str
+    side: str
+    price: float
+    amount: float
+    quote_volume: float
+    timestamp: int  # unix milliseconds
+    trade_id: str | None = None
+    taker: str | None = None
+    stream: str | None = None
+    pool_address: str | None = None
+    block_number: int | None = None
+    transaction_hash: str | None = None
+    log_index: int | None = None
+
+    record_type: ClassVar[str] = "trade"
+    _parsers: ClassVar[dict[str, Any]] = {
+        "venue": parse_text,
+        "market": parse_text,
+        "side": parse_side,
+        "price": parse_price,
+        "amount": parse_quantity,
+        "quote_volume": parse_quantity,
+        "timestamp": parse_timestamp_ms,
+        "trade_id": _optional(parse_text),
+        "taker": _optional(parse_text),
+        "stream": _optional(parse_text),
+        "pool_address": parse_optional_address,
+        "block_number": _optional(parse_block),
+        "transaction_hash": _optional(parse_hash),
+        "log_index": _optional(parse_uint64),
+    }
+    _required: ClassVar[frozenset[str]] = frozenset(
+        {"venue", "market", "side", "price", "amount", "quote_volume", "timestamp"})
+    amount_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @property
+    def item_id(self) -> str:
+        if self.trade_id is not None:
+            return f"trade_{self.venue}_{self.market}_{self.trade_id}"
+        if self.transaction_hash is not None and self.log_index is not None:
+            return f"trade_{self.transaction_hash}_{self.log_index}"
+        fields = (self.stream or "", self.venue, self.market, self.side, repr(self.price),
+                  repr(self.amount), repr(self.quote_volume), str(self.timestamp),
+                  self.taker or "")
+        digest = hashlib.sha256("\x1f".join(fields).encode()).hexdigest()[:32]
+        return f"trade_{digest}"
+
+    @property
+    def key(self) -> str:
+        """Partition key: every trade of one series (``stream``, else venue and market) lands
+        on one partition."""
+        return self.stream or f"{self.venue}:{self.market}"
+
+    @property
+    def time_s(self) -> int:
+        """Stream time in unix seconds: what labels of trades count in."""
+        return self.timestamp // 1000
+
+
+ChainRecord = Transaction | DexEvent | TokenTransfer | Label | Trade
+RECORD_TYPES: dict[str, type[Transaction] | type[DexEvent] | type[TokenTransfer] | type[Label]
+                   | type[Trade]] = {
+    cls.record_type: cls for cls in (Transaction, DexEvent, TokenTransfer, Label, Trade)
 }

@@ -75,6 +75,7 @@ class Topics:
 
     transactions: str = "chain.transactions"
     dex: str = "chain.dex"
+    trades: str = "market.trades"
     labels: str = "chainwatch.labels"
     alerts: str = "chainwatch.alerts"
     checkpoints: str = "chainwatch.checkpoints"
@@ -91,6 +92,7 @@ class Partitions:
 
     transactions: int = 4
     dex: int = 4
+    trades: int = 4
     labels: int = 4
     alerts: int = 4
     checkpoints: int = 4

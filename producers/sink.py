@@ -9,7 +9,7 @@ from kafka import KafkaProducer
 
 from pipeline import clients, codec
 from pipeline.metrics import RECORDS_PRODUCED
-from pipeline.records import ChainRecord, DexEvent, Label
+from pipeline.records import ChainRecord, DexEvent, Label, Trade
 from pipeline.settings import Settings, Topics
 
 
@@ -17,6 +17,8 @@ def message_for(record: ChainRecord, topics: Topics) -> tuple[str, bytes, bytes]
     """(topic, key, value) of a record: its topic by type, keyed for state locality."""
     if isinstance(record, DexEvent):
         topic = topics.dex
+    elif isinstance(record, Trade):
+        topic = topics.trades
     elif isinstance(record, Label):
         topic = topics.labels
     else:
@@ -28,7 +30,8 @@ class KafkaSink:
     """open / write / flush / close; close flushes.
 
     Transactions and token transfers go to the transactions topic keyed by sender, DEX events
-    to the DEX topic keyed by pool, labels to the labels topic keyed by subject: everything
+    to the DEX topic keyed by pool, trades to the trades topic keyed by stream (or venue and
+    market), labels to the labels topic keyed by subject: everything
     about one key lands on one partition.
     """
 

@@ -11,7 +11,9 @@ detector never learns from the outliers it flags.
 The family:
 
 * :class:`TransferAnomaly` — unsupervised: Half-Space Trees on scaled transaction features;
-* :class:`PumpPhase` — the pump of a pump-and-dump, during the pump and before the dump;
+* :class:`PumpBurst` — the start of a pump on a market's trades (exchange or DEX): a burst
+  of buy orders and a rising price, sharpened by a model of labelled pumps;
+* :class:`PumpPhase` — the pump of a pump-and-dump on pool features, before the dump;
 * :class:`LiquidityDrain` — a rug pull: most of a pool's WETH gone within a few blocks;
 * :class:`WashTrading` — a cluster trading one pool in circles, net position ≈ 0;
 * :class:`PoolRisk` — supervised by pools' delayed outcomes: will this pool be drained or
@@ -32,7 +34,7 @@ from pipeline.detectors.base import (
     ramp,
 )
 from pipeline.detectors.drift import ScoreDrift
-from pipeline.detectors.pump import PumpPhase
+from pipeline.detectors.pump import PumpBurst, PumpPhase
 from pipeline.detectors.risk import RISK_FEATURES, PoolRisk
 from pipeline.detectors.rug import LiquidityDrain
 from pipeline.detectors.supervised import SUPERVISED_FEATURES, DelayedLabelModel
@@ -48,6 +50,7 @@ __all__ = [
     "Detector",
     "LiquidityDrain",
     "PoolRisk",
+    "PumpBurst",
     "PumpPhase",
     "QuantileFilter",
     "ScoreDrift",

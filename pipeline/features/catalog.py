@@ -7,7 +7,9 @@ built by :mod:`pipeline.features`:
   each :class:`~pipeline.records.Transaction` (token transfers only feed state, through
   :meth:`~.AddressFeatures.update_transfer`, and return no dict);
 * kind ``"dex"`` — the ``x`` of :meth:`PoolFeatures.update_state(ev) <.PoolFeatures.update_state>`
-  (``(state, x)``) for each :class:`~pipeline.records.DexEvent`.
+  (``(state, x)``) for each :class:`~pipeline.records.DexEvent`;
+* kind ``"trades"`` — :meth:`TradeFeatures.update(trade) <.TradeFeatures.update>` for each
+  :class:`~pipeline.records.Trade`, an exchange's, or a DEX swap as a trade of its pool.
 
 This module is the contract of that input: :data:`CATALOG` maps each kind to its
 :class:`Feature` s in a fixed order, each with a one-sentence meaning read off the code (what it
@@ -60,8 +62,16 @@ from pipeline.features.pools import (
     VOLUME_TAU,
     PoolFeatures,
 )
+from pipeline.features.trades import (
+    BASELINE_MS,
+    EMA_FAST_MS,
+    EMA_SLOW_MS,
+    HIGH_MINUTES,
+    LONG_MS,
+    SHORT_MS,
+)
 
-KINDS = ("transactions", "dex")
+KINDS = ("transactions", "dex", "trades")
 
 _FRESH = inspect.signature(PoolFeatures).parameters["fresh_blocks"].default
 _LOW_Q = f"{LOW_QUANTILE:.0%}"
@@ -325,13 +335,58 @@ _DEX = (
             "show it in stream time.", "count", when=_LEDGER),
 )
 
+_S, _L = SHORT_MS // 1000, LONG_MS // 1000
+_ORDER = ("an order being a run of trades with the same millisecond and side on an exchange, "
+          "each swap on a DEX")
+_TRADES = (
+    Feature("price", "The trade's price (quote per base unit; a DEX swap's WETH per token "
+            "unit of 10**18).", "quote per base"),
+    Feature("trades_10", f"Trades of the market in the last {_S} s, this one included.",
+            "count"),
+    Feature("trades_60", f"Trades of the market in the last {_L} s.", "count"),
+    Feature("buy_orders_10", f"Buy orders begun in the last {_S} s, {_ORDER}.", "count"),
+    Feature("buy_orders_60", f"Buy orders begun in the last {_L} s.", "count"),
+    Feature("rush_orders_10",
+            f"Buy orders of the last {_S} s filled in two trades or more of the same "
+            "millisecond (exchange trades only: La Morgia's rush orders).", "count"),
+    Feature("rush_orders_60", f"Rush orders (see rush_orders_10) of the last {_L} s.",
+            "count"),
+    Feature("quote_10", f"Quote volume traded in the last {_S} s.", "quote units"),
+    Feature("quote_60", f"Quote volume traded in the last {_L} s.", "quote units"),
+    Feature("buy_share_10", f"Buy quote volume / quote volume of the last {_S} s (0.5 "
+            "when nothing was traded).", "share in [0, 1]"),
+    Feature("buy_share_60", f"Buy quote volume / quote volume of the last {_L} s.",
+            "share in [0, 1]"),
+    Feature("order_surge_10",
+            f"buy_orders_10 / (the buy orders the market's hour before this trade would give "
+            f"in {_S} s + 1), the hour being an exponentially decayed count (time constant "
+            f"{BASELINE_MS // 60_000} minutes).", "ratio"),
+    Feature("volume_surge_10",
+            f"log10(1 + buy quote volume of the last {_S} s / what the decayed hour before "
+            f"gives in {_S} s); 0 before any buy.", "log10 ratio"),
+    Feature("return_10", f"The price / the price of the first trade of the last {_S} s, "
+            "- 1.", "ratio - 1"),
+    Feature("rise_5m", f"The price / its exponential moving average over "
+            f"{EMA_FAST_MS // 60_000} minutes before this trade, - 1.", "ratio - 1"),
+    Feature("rise_30m", f"The price / its exponential moving average over "
+            f"{EMA_SLOW_MS // 60_000} minutes before this trade, - 1.", "ratio - 1"),
+    Feature("from_high_1h", f"The price / the highest price of the {HIGH_MINUTES} minutes "
+            "before this trade (per-minute highs), - 1: above 0 at a new high.", "ratio - 1"),
+    Feature("volatility_1h", "Exponentially weighted standard deviation of the log price "
+            f"change between trades (time constant {BASELINE_MS // 60_000} minutes).",
+            "log ratio"),
+    Feature("market_age", "log10(1 + seconds since the market's first trade on this "
+            "scorer).", "log10 s"),
+)
+
 CATALOG: Mapping[str, tuple[Feature, ...]] = MappingProxyType(
-    {"transactions": _TRANSACTIONS, "dex": _DEX})
+    {"transactions": _TRANSACTIONS, "dex": _DEX, "trades": _TRADES})
 """Record kind → its features, in a fixed order (immutable)."""
 
 
 def features(kind: str) -> tuple[Feature, ...]:
-    """The catalogued features of ``kind`` (``"transactions"`` or ``"dex"``), in order."""
+    """The catalogued features of ``kind`` (``"transactions"``, ``"dex"`` or ``"trades"``),
+    in order."""
     try:
         return CATALOG[kind]
     except KeyError:

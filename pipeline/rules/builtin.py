@@ -9,14 +9,15 @@ one (``[detectors.wash_trading]`` ``enabled = false``).
 
 from __future__ import annotations
 
-from pipeline.records import DexEvent
+from pipeline.records import DexEvent, Trade
 from pipeline.rules.alerting import rounded
 from pipeline.rules.rule import Event, Finding, Rule
 from pipeline.rules.spec import RuleSpec
 
-PUMP_EVIDENCE = ("return_1", "return_3", "return_5", "return_10", "unique_buyers_5",
-                 "buyer_hhi_5", "fresh_buyer_share_5", "imbalance_5", "buys_5", "sells_5",
-                 "buy_weth_5", "price_drop_10", "price", "liquidity_weth", "age", "launch_age")
+PUMP_EVIDENCE = ("order_surge_10", "buy_orders_10", "buy_orders_60", "rush_orders_10",
+                 "trades_10", "volume_surge_10", "buy_share_10", "buy_share_60", "return_10",
+                 "rise_5m", "rise_30m", "from_high_1h", "volatility_1h", "quote_10", "price",
+                 "market_age")
 RUG_EVIDENCE = ("liquidity_drop_3", "liquidity_peak_3", "liquidity_weth", "drawdown",
                 "price_drop_10", "price_drop_peak", "price_drop_peak_before",
                 "liquidity_peak_weth", "return_1", "lp_burns_20", "lp_removed_weth_20", "age",
@@ -29,8 +30,11 @@ ANOMALY_EVIDENCE = ("log_value", "novel_value", "novel_fan_out", "value_out_10",
                     "share_of_received", "value_z", "gas_premium")
 
 PUMP_AND_DUMP = RuleSpec(
-    name="pump_and_dump", detector="pipeline.detectors:PumpPhase", kind="dex",
-    threshold=0.6, evidence=PUMP_EVIDENCE, explain="pipeline.rules.builtin:explain_pump")
+    name="pump_and_dump", detector="pipeline.detectors:PumpBurst", kind="trades",
+    # 0.5: every signal of a path at its target (PumpBurst); at most one alert per market in
+    # 100 s of exchange trades, 100 blocks of DEX swaps
+    threshold=0.5, cooldown_blocks=100, learn="labels", drift=False, evidence=PUMP_EVIDENCE,
+    explain="pipeline.rules.builtin:explain_pump")
 RUG_PULL = RuleSpec(
     name="rug_pull", detector="pipeline.detectors:LiquidityDrain", kind="dex",
     # 60 % of the WETH gone within 3 blocks, or a slow dump: the best F1 on the tune half of
@@ -60,7 +64,27 @@ def _dex(event: Event) -> DexEvent:
 
 
 def explain_pump(rule: Rule, event: Event, score: float) -> Finding:
-    """The pump's phase and the buys of the last blocks."""
+    """The trade features behind the burst, the burst rule's own score, the model's
+    probability once it has one, and the trade's market and time (in ms)."""
+    record = event.record
+    if not isinstance(record, Trade):  # a pool-feature pump detector (PumpPhase)
+        return explain_pool_pump(rule, event, score)
+    evidence = rounded(event.x, rule.spec.evidence) | rule.cut()
+    detector = rule.detector
+    burst = getattr(detector, "burst", None)
+    if callable(burst):
+        evidence["burst"] = round(burst(event.x), 6)
+    probability = getattr(detector, "probability", None)
+    p = probability(event.x) if callable(probability) else None
+    if p is not None:
+        evidence["pump_probability"] = round(p, 6)
+    evidence |= {"venue": record.venue, "market": record.market,
+                 "timestamp_ms": record.timestamp}
+    return Finding(evidence)
+
+
+def explain_pool_pump(rule: Rule, event: Event, score: float) -> Finding:
+    """The pump's phase and the buys of the last blocks (PumpPhase on pool features)."""
     phase = getattr(rule.detector, "phase", None)
     evidence = rounded(event.x, rule.spec.evidence) | rule.cut()
     if phase is not None:

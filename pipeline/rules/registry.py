@@ -172,7 +172,7 @@ class RuleSet:
         for spec in self.specs:
             rule = self._build(spec, seed=0)
             x = dict.fromkeys(names(spec.kind), 0.0)
-            labelled = (0,) if spec.learn == "outcomes" else ()  # learn_one(x, y)
+            labelled = (0,) if spec.learn in ("outcomes", "labels") else ()  # learn_one(x, y)
             for method in ("score_one", "learn_one", "score_one"):
                 try:
                     args = labelled if method == "learn_one" else ()

@@ -27,7 +27,7 @@ from typing import Any
 
 from pipeline.alerts import Alert
 from pipeline.detectors import Detector, QuantileFilter, ThresholdFilter
-from pipeline.records import DexEvent, Transaction
+from pipeline.records import DexEvent, Trade, Transaction
 from pipeline.rules.alerting import build_alert, jsonable, rounded
 from pipeline.rules.spec import RuleSpec
 from pipeline.state import StateError, fields
@@ -42,11 +42,22 @@ class Event:
     :class:`~pipeline.features.AddressFeatures` for transactions), its subject (pool address
     or sender), and where it was read."""
 
-    record: Transaction | DexEvent
+    record: Transaction | DexEvent | Trade
     x: dict[str, float]
     state: Any
     subject: str
     source: dict[str, Any]
+
+    @property
+    def clock(self) -> tuple[int, int]:
+        """(stream time, timestamp in unix s): a chain record's block and block timestamp; an
+        exchange trade's unix second for both (cool-downs of its rules are in seconds), a DEX
+        trade's block and second."""
+        record = self.record
+        if isinstance(record, Trade):
+            block = record.block_number
+            return (record.time_s if block is None else block), record.time_s
+        return record.block_number, record.block_timestamp
 
 
 @dataclass
@@ -70,9 +81,11 @@ def default_finding(rule: Rule, event: Event, score: float) -> Finding:
     return Finding(rounded(event.x, rule.spec.evidence) | rule.cut())
 
 
-def record_addresses(record: Transaction | DexEvent) -> tuple[str, ...]:
+def record_addresses(record: Transaction | DexEvent | Trade) -> tuple[str, ...]:
     if isinstance(record, DexEvent):
         return (record.token0, record.token1)
+    if isinstance(record, Trade):
+        return tuple(a for a in (record.pool_address, record.taker) if a)
     return tuple(a for a in (record.from_address, record.to_address) if a)
 
 
@@ -134,7 +147,7 @@ class Rule:
         """Score, filter, learn and maybe alert (steps 1-4 of the module docstring)."""
         score = self.score(event.x)
         if self.score_log is not None:
-            self.score_log.append((event.subject, event.record.block_number, score))
+            self.score_log.append((event.subject, event.clock[0], score))
         f = self.filter
         if isinstance(f, QuantileFilter):
             flagged = f.flags(score)
@@ -148,7 +161,7 @@ class Rule:
                 self._failed("learn_one", exc)
         if not flagged or any(event.x.get(k, 0.0) < v for k, v in self.spec.require.items()):
             return score, None
-        block = event.record.block_number
+        block = event.clock[0]
         if isinstance(f, QuantileFilter):
             allowed = f.decide(event.subject, block)
         else:
@@ -168,12 +181,13 @@ class Rule:
     def alert(self, event: Event, score: float) -> Alert:
         finding = self.explain(self, event, score)
         record = event.record
+        block, timestamp = event.clock
         return build_alert(
             type=self.name, score=score, subject=event.subject, detector=self.detector_name,
             version=self.detector_version,
             evidence=finding.evidence, source=event.source,
             item_ids=finding.item_ids if finding.item_ids is not None else [record.item_id],
-            block=record.block_number, timestamp=record.block_timestamp,
+            block=block, timestamp=timestamp,
             addresses=finding.addresses if finding.addresses is not None
             else record_addresses(record),
             level=finding.severity)

@@ -13,7 +13,7 @@ the settings file is read, so a misspelt key is one line at start-up, before any
 ...     parse_table("big_gas", {"class": "mydetectors:GasSpike", "on": "blocks"})
 ... except ConfigError as exc:
 ...     print(exc)
-detectors.big_gas: on = 'blocks' is not a record kind; use one of dex, transactions
+detectors.big_gas: on = 'blocks' is not a record kind; use one of dex, transactions, trades
 """
 
 from __future__ import annotations
@@ -26,14 +26,17 @@ from typing import Any
 
 from pipeline.errors import ConfigError
 
-KINDS = ("dex", "transactions")
-"""Record kinds a rule can score: DEX events of a pool, and transactions of an address."""
-LEARN = ("unflagged", "all", "none", "outcomes")
+KINDS = ("dex", "transactions", "trades")
+"""Record kinds a rule can score: DEX events of a pool, transactions of an address, and trades
+of a market (an exchange's, or a DEX pool's swaps as trades)."""
+LEARN = ("unflagged", "all", "none", "outcomes", "labels")
 """Which scored events a rule's detector learns: those its filter did not flag (the default:
 a detector never learns the outliers it reports), every one, none, or (``dex`` rules) none
 directly but the pools' delayed outcomes: ``learn_one(x, y)`` with y = 1 for a snapshot of a
 pool later drained or crashed within the horizon, 0 for one that survived it
-(:mod:`pipeline.scoring.outcomes`)."""
+(:mod:`pipeline.scoring.outcomes`), or (``trades`` rules) the labels of announced pumps:
+``learn_one(x, y)`` for each candidate moment once its stream's label says whether it was a
+pump (:mod:`pipeline.scoring.trades`)."""
 NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 CLASS_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 DEFAULT_COOLDOWN_BLOCKS = 100
@@ -92,6 +95,9 @@ class RuleSpec:
         if self.learn == "outcomes" and self.kind != "dex":
             raise ConfigError(f"{where}: learn = 'outcomes' is for rules on dex (pool "
                               f"outcomes); this one is on {self.kind}")
+        if self.learn == "labels" and self.kind != "trades":
+            raise ConfigError(f"{where}: learn = 'labels' is for rules on trades (labelled "
+                              f"pumps); this one is on {self.kind}")
         if self.explain is not None and not CLASS_PATH.fullmatch(self.explain):
             raise ConfigError(f"{where}: explain = {self.explain!r} is not 'module:function'")
 

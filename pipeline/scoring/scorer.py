@@ -33,9 +33,10 @@ import logging
 from typing import Any
 
 from pipeline.alerts import Alert
-from pipeline.records import ChainRecord, DexEvent, Label, TokenTransfer, Transaction
+from pipeline.records import ChainRecord, DexEvent, Label, TokenTransfer, Trade, Transaction
 from pipeline.rules import Rule, RuleSet
 from pipeline.scoring.dex import DexScoring
+from pipeline.scoring.trades import LABEL_SOURCE, TradeScoring
 from pipeline.scoring.transactions import TransactionScoring
 from pipeline.state import StateError, fields
 
@@ -53,6 +54,7 @@ class Scorer:
         self.ruleset = rules if rules is not None else RuleSet.load()
         self.dex = DexScoring(self.ruleset, seed)
         self.transactions = TransactionScoring(self.ruleset, seed)
+        self.trades = TradeScoring(self.ruleset, seed)
         self.events = 0
 
     def process(self, record: ChainRecord, source: dict[str, Any]) -> list[Alert]:
@@ -66,26 +68,33 @@ class Scorer:
             return self.dex.process(record, source)
         if isinstance(record, Transaction | TokenTransfer):
             return self.transactions.process(record, source)
+        if isinstance(record, Trade):
+            return self.trades.process(record, source)
         if isinstance(record, Label):
-            self.transactions.learn_label(record)
+            if record.source == LABEL_SOURCE:
+                self.trades.learn_label(record)
+            else:
+                self.transactions.learn_label(record)
         return []
 
     def state(self) -> dict[str, Any]:
         """Everything this Scorer learned, as plain data (see :mod:`pipeline.state`)."""
-        return {"v": 1, "seed": self.seed, "events": self.events, "dex": self.dex.state(),
-                "transactions": self.transactions.state()}
+        return {"v": 2, "seed": self.seed, "events": self.events, "dex": self.dex.state(),
+                "transactions": self.transactions.state(), "trades": self.trades.state()}
 
     def load_state(self, state: dict[str, Any]) -> list[str]:
         """Load :meth:`state` into this Scorer, built from today's configuration. Rules whose
         detector or filter changed since, or that are new, start fresh; the returned notes
         (also logged) say which. Raises :class:`~pipeline.state.StateError` if the state
         does not fit at all."""
-        fields(state, "scorer", 1, seed=int, events=int, dex=dict, transactions=dict)
+        fields(state, "scorer", 2, seed=int, events=int, dex=dict, transactions=dict,
+               trades=dict)
         if state["seed"] != self.seed:
             raise StateError(f"the checkpoint's scorer has seed {state['seed']}, this one "
                              f"{self.seed}")
         notes = self.dex.load_state(state["dex"]) + \
-            self.transactions.load_state(state["transactions"])
+            self.transactions.load_state(state["transactions"]) + \
+            self.trades.load_state(state["trades"])
         self.events = state["events"]
         for note in notes:
             log.warning("restoring a checkpoint: %s", note)
@@ -94,7 +103,7 @@ class Scorer:
     @property
     def rules(self) -> list[Rule]:
         """Every live rule, DEX ones first."""
-        return [*self.dex.rules, *self.transactions.rules]
+        return [*self.dex.rules, *self.transactions.rules, *self.trades.rules]
 
     def prequential_score(self, item_id: str) -> float | None:
         """The supervised model's score of a scored transaction whose label is pending."""
@@ -107,8 +116,10 @@ class Scorer:
         out: dict[str, float] = {"events": float(self.events)}
         out |= self.dex.metrics()
         out |= self.transactions.metrics()
+        out |= self.trades.metrics()
         alerts = dict(self.dex.alerts)
-        for kind, count in self.transactions.alerts.items():
+        for kind, count in [*self.dex.trades.alerts.items(), *self.transactions.alerts.items(),
+                            *self.trades.alerts.items()]:
             alerts[kind] = alerts.get(kind, 0) + count
         for kind, count in sorted(alerts.items()):
             out[f"alerts_{kind}"] = float(count)

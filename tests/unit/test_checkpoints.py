@@ -590,6 +590,7 @@ def _previous_release(settings: Settings, marker: Path, offset: int = 20) -> Che
             "state_format": 1,
             "binding": Binding(settings.consumer_group,
                                dict.fromkeys((settings.topics.transactions, settings.topics.dex,
+                                              settings.topics.trades,
                                               settings.topics.labels))).to_meta()}
     return store.save(settings.consumer_group, "p0000", data, meta)
 

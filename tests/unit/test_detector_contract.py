@@ -39,6 +39,7 @@ from pipeline.detectors import (
     clone,
 )
 from pipeline.features import AddressFeatures, PoolFeatures
+from pipeline.features.trades import TradeFeatures, trade_from_swap
 from pipeline.rules import RuleSet
 from producers.synth import SynthConfig, SyntheticChain
 
@@ -50,16 +51,22 @@ def _streams() -> dict[str, tuple[Features, ...]]:
     """Real feature dicts from a small synthetic chain with every campaign type."""
     chain = SyntheticChain(SynthConfig(seed=7, blocks=150, campaigns={
         "pump_and_dump": 10, "rug_pull": 10, "wash_trading": 10, "anomalous_transfer": 10}))
-    pools, addresses = PoolFeatures(), AddressFeatures()
+    pools, addresses, markets = PoolFeatures(), AddressFeatures(), TradeFeatures()
     dex: list[Features] = []
     txs: list[Features] = []
+    trades: list[Features] = []
     for block in chain.blocks():
         txs += [addresses.update(tx) for tx in block.transactions]
-        dex += [pools.update(ev) for ev in block.dex_events]
+        for ev in block.dex_events:
+            st, x = pools.update_state(ev)
+            dex.append(x)
+            trade = trade_from_swap(ev, st.weth_is_0) if ev.kind == "swap" else None
+            if trade is not None:
+                trades.append(markets.update(trade))
     rng = random.Random(3)
     scores = tuple({"score": rng.betavariate(2, 5) + (0.4 if i > 600 else 0.0)}
                    for i in range(1200))
-    return {"dex": tuple(dex), "tx": tuple(txs), "score": scores}
+    return {"dex": tuple(dex), "tx": tuple(txs), "trades": tuple(trades), "score": scores}
 
 
 def _learn(detector: Any, x: Features, i: int) -> None:
@@ -84,17 +91,23 @@ def _learn_outcome(detector: Any, x: Features, i: int) -> None:
     detector.learn_one(x, x.get("return_20", 0.0) > 0.05 or i % 3 == 0)
 
 
-STREAMS = {"transactions": "tx", "dex": "dex"}
+def _learn_pump(detector: Any, x: Features, i: int) -> None:
+    detector.learn_one(x, x.get("rise_5m", 0.0) > 0.1 or i % 5 == 0)
+
+
+STREAMS = {"transactions": "tx", "dex": "dex", "trades": "trades"}
+TEACH = {"outcomes": _learn_outcome, "labels": _learn_pump}
 NOT_RULES: dict[type, tuple[str, Callable[[Any, Features, int], None]]] = {
     DelayedLabelModel: ("tx", _learn_labelled),  # learns from labels, never alerts
     ScoreDrift: ("score", _learn),  # watches the other detectors' scores
+    PumpPhase: ("dex", _learn),  # the pool-feature pump detector, for a user's dex rule
 }
 
 
 def _discover() -> list[Case]:
     rules = RuleSet.load()
     cases = [Case(functools.partial(rules.detector, spec.name, 3), STREAMS[spec.kind],
-                  _learn_outcome if spec.learn == "outcomes" else _learn)
+                  TEACH.get(spec.learn, _learn))
              for spec in rules.specs]
     cases += [Case(functools.partial(cls, seed=5) if "seed" in inspect.signature(cls).parameters
                    else cls, stream, teach) for cls, (stream, teach) in NOT_RULES.items()]

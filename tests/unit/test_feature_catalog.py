@@ -13,14 +13,16 @@ from pipeline.features import AddressFeatures, PoolFeatures
 from pipeline.features.addresses import WINDOW
 from pipeline.features.catalog import CATALOG, KINDS, Feature, features, markdown, names
 from pipeline.features.pools import LONG, RETURN_WINDOWS, SHORT, SYNC_WINDOW, VOLATILITY_N, WETH
-from pipeline.records import DexEvent, TokenTransfer, Transaction
+from pipeline.features.trades import TradeFeatures, trade_from_swap
+from pipeline.records import DexEvent, TokenTransfer, Trade, Transaction
 from producers.synth import SynthConfig, SyntheticChain
 
 SEEDS = (3, 11, 29)
 BLOCKS = 260  # past the 200-block warm-up of volume_ratio_20
 CAMPAIGNS = dict.fromkeys(("pump_and_dump", "rug_pull", "wash_trading", "anomalous_transfer"),
                           8.0)
-Dicts = tuple[tuple[dict[str, float], ...], tuple[dict[str, float], ...]]
+Dicts = tuple[tuple[dict[str, float], ...], tuple[dict[str, float], ...],
+              tuple[dict[str, float], ...]]
 
 
 def _hand_made(addresses: AddressFeatures) -> list[dict[str, float]]:
@@ -59,24 +61,42 @@ def _hand_made_dex(pools: PoolFeatures) -> list[dict[str, float]]:
         for i, (kind, sender, to, lp, r0, r1) in enumerate(rows)]
 
 
+def _exchange_trades(markets: TradeFeatures) -> list[dict[str, float]]:
+    """Exchange trades, which DEX swaps never are: several fills of one market order in the
+    same millisecond (rush orders), taker-less."""
+    out = []
+    for i, (ms, side) in enumerate([(0, "buy"), (0, "buy"), (5, "sell"), (9_000, "buy")]):
+        out.append(markets.update(Trade(venue="x", market="A/BTC", side=side, price=1.0 + i,
+                                        amount=2.0, quote_volume=2.0 + 2 * i,
+                                        timestamp=1_600_000_000_000 + ms)))
+    return out
+
+
 @cache
 def _dicts() -> Dicts:
     txs: list[dict[str, float]] = []
     dex: list[dict[str, float]] = []
+    trades: list[dict[str, float]] = []
     for seed in SEEDS:
-        addresses, pools = AddressFeatures(), PoolFeatures()
+        addresses, pools, markets = AddressFeatures(), PoolFeatures(), TradeFeatures()
         chain = SyntheticChain(SynthConfig(seed=seed, blocks=BLOCKS, campaigns=CAMPAIGNS))
         for block in chain.blocks():
             txs += (addresses.update(tx) for tx in block.transactions)
-            dex += (pools.update_state(ev)[1] for ev in block.dex_events)
+            for ev in block.dex_events:
+                st, x = pools.update_state(ev)
+                dex.append(x)
+                trade = trade_from_swap(ev, st.weth_is_0) if ev.kind == "swap" else None
+                if trade is not None:
+                    trades.append(markets.update(trade))
     txs += _hand_made(AddressFeatures())
     dex += _hand_made_dex(PoolFeatures())
-    return tuple(txs), tuple(dex)
+    trades += _exchange_trades(TradeFeatures())
+    return tuple(txs), tuple(dex), tuple(trades)
 
 
 def _of(kind: str) -> tuple[dict[str, float], ...]:
-    txs, dex = _dicts()
-    return txs if kind == "transactions" else dex
+    txs, dex, trades = _dicts()
+    return {"transactions": txs, "dex": dex, "trades": trades}[kind]
 
 
 def _union(dicts: Iterable[dict[str, float]]) -> set[str]:

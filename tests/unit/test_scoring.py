@@ -131,7 +131,7 @@ def test_labels_train_the_supervised_model_without_alerting() -> None:
     assert metrics["labels_waiting"] == len(labels) - len(due) > 0
     assert scorer.prequential_score(labels[0].subject) is None  # learned, no longer pending
     for key in ("events", "evictions_pools", "evictions_addresses", "evictions_dex_wallets",
-                "pools_tracked", "addresses_tracked", "drifts_pump_and_dump",
+                "pools_tracked", "addresses_tracked", "drifts_rug_pull", "trade_markets_tracked",
                 "drifts_anomalous_transfer", "drifts_delayed_label_model", "labels_pending"):
         assert key in metrics
     assert all(isinstance(v, float) for v in metrics.values())

@@ -11,7 +11,7 @@ from pipeline.settings import Settings, env_var
 def test_defaults_match_architecture_topics() -> None:
     s = Settings.load(env={})
     assert s.topics.all() == {
-        "transactions": "chain.transactions", "dex": "chain.dex",
+        "transactions": "chain.transactions", "dex": "chain.dex", "trades": "market.trades",
         "labels": "chainwatch.labels", "alerts": "chainwatch.alerts",
         "checkpoints": "chainwatch.checkpoints", "audit": "chainwatch.audit",
         "dlq": "chainwatch.dlq",
