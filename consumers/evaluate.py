@@ -17,15 +17,24 @@ alerts topic are compared with the ground truth by :mod:`pipeline.evaluation`:
   ``rug_risk``, every score it gave, graded per pool by :mod:`pipeline.risk_evaluation`
   (ROC-AUC and PR-AUC by pool age and before the event, alert shares and lead times, in a
   ``tune`` and a ``report`` half), with ``healthy_tokens.csv`` of the dataset folder as the
-  known-legitimate tokens.
+  known-legitimate tokens;
+* ``pumps``: the pump-telegram-binance folder (``trades.parquet``, ``pumps.csv``) replayed as
+  trades with the announcements as delayed labels, scored while the replay runs; the
+  ``pump_and_dump`` alerts and every score that rule gave (as the highest per 5, 15 and 25 s
+  chunk of each stream) are graded by :mod:`pipeline.pump_evaluation` (per pump: detected,
+  delay from the first pump trade, before the peak; false alerts in the 48 h lead-ins; La
+  Morgia's chunk precision, recall and F1), in a ``tune`` and a ``report`` half.
 
-The report directory gets ``summary.json``, plots and ``report.html``.
+The report directory gets ``summary.json``, plots and ``report.html`` (``pumps`` adds
+``alerts.jsonl`` and ``pumps.csv``).
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import multiprocessing as mp
+import queue
 import tempfile
 import threading
 import time
@@ -35,14 +44,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from kafka import TopicPartition
 
+from consumers.pump_report import write_pump_report
 from consumers.report import RiskReport, Timeline, write_report
 from consumers.scorer import ScorerService
 from consumers.tasks import TaskManager
 from pipeline import clients, codec
 from pipeline.alerts import Alert
 from pipeline.broker import LocalBroker
+from pipeline.errors import ChainwatchError
 from pipeline.evaluation import (
     alert_block,
     average_precision,
@@ -53,6 +65,7 @@ from pipeline.evaluation import (
 )
 from pipeline.features.pools import WETH
 from pipeline.progress import Progress, rate
+from pipeline.pump_evaluation import CHUNK_SIZES_S, evaluate_pumps, split_pumps
 from pipeline.records import ChainRecord, DexEvent, Label
 from pipeline.risk_evaluation import evaluate_risk, first_alerts, pool_outcomes, priced_weth_pools
 from pipeline.rules import Rule, RuleSet
@@ -64,9 +77,13 @@ from producers.replay import Replayer, ReplayOptions
 from producers.stream import produce_synth
 from producers.synth import SynthConfig, SyntheticChain
 
-SOURCES = ("synth", "blte", "uniswap-v2")
+SOURCES = ("synth", "blte", "uniswap-v2", "pumps")
 LABEL_DELAY_BLOCKS = 5760  # about a day: when a replayed label is released in stream time
 
+
+PUMP_RULE = "pump_and_dump"
+"""The trades rule whose every score the ``pumps`` evaluation records, by chunk."""
+PUMP_LABEL_DELAY_S = 3600  # a pump's announcement is known an hour after it
 
 RISK_RULE = "rug_risk"
 """The rule whose every score the ``uniswap-v2`` evaluation records and grades
@@ -87,6 +104,10 @@ class RecordingScorer(Scorer):
                                            None)
         if self.risk_rule is not None:
             self.risk_rule.score_log = []
+        self.pump_rule: Rule | None = next((r for r in self.trades.rules if r.name == PUMP_RULE),
+                                           None)
+        if self.pump_rule is not None:
+            self.pump_rule.score_log = []
 
     def process(self, record: ChainRecord, source: dict[str, Any]) -> list[Alert]:
         self.labels_read += isinstance(record, Label)
@@ -106,6 +127,9 @@ class PrequentialLog:
     labels: int = 0
     risk_scores: list[tuple[str, int, float]] = field(default_factory=list)
     risk_rule: str | None = None  # the name of the rule risk_scores come from, if any
+    # chunk size (s) -> (stream, chunk index) -> the highest pump_and_dump score in it
+    pump_chunks: dict[int, dict[tuple[str, int], float]] = field(
+        default_factory=lambda: {size: {} for size in CHUNK_SIZES_S})
 
     def collect(self, tasks: TaskManager | None) -> None:
         for task in tasks.tasks.values() if tasks is not None else ():
@@ -123,11 +147,22 @@ class PrequentialLog:
                 self.risk_rule = rule.name
                 self.risk_scores.extend(rule.score_log)
                 rule.score_log.clear()
+            pump = scorer.pump_rule
+            if pump is not None and pump.score_log:
+                self._chunk(pump.score_log)
+                pump.score_log.clear()
+
+    def _chunk(self, log: list[tuple[str, int, float]]) -> None:
+        for size, chunks in self.pump_chunks.items():
+            for stream, second, score in log:
+                key = (stream, second // size)
+                if score > chunks.get(key, -1.0):
+                    chunks[key] = score
 
 
 @dataclass(frozen=True)
 class EvalSource:
-    kind: str  # synth | blte | uniswap-v2
+    kind: str  # synth | blte | uniswap-v2 | pumps
     path: Path | None = None
     seed: int = 100
     blocks: int = 3000
@@ -149,23 +184,27 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
                                     consumer_group=f"chainwatch-evaluate-{time.time_ns()}")
         ensure_topics(settings)
         started = time.monotonic()
-        truth, produced = _produce(settings, source, progress, stop)
         service = ScorerService(settings, stop,
                                 scorer_factory=functools.partial(RecordingScorer, rules=rules),
                                 session_timeout_ms=2000, heartbeat_interval_ms=500)
-        status = Progress(lambda: f"evaluate: scored {service.stats.consumed:,}/{produced:,} "
-                          f"events · {rate(service.stats.consumed, status.elapsed)}",
-                          enabled=progress)
+        produced = 0
+        status = Progress(lambda: f"evaluate: scored {service.stats.consumed:,}/"
+                          f"{produced or '…'} events · "
+                          f"{rate(service.stats.consumed, status.elapsed)}", enabled=progress)
 
         def on_scored(_timestamp: int, _alerts: int) -> None:
             recorded.collect(service.tasks)
             status.tick()
 
         service.on_scored = on_scored
-        stats = service.run(input_finished=lambda: True)
+        if source.kind == "pumps":  # replay and score at once: the end-to-end rate
+            truth, produced, stats = _produce_while_scoring(settings, source, service, stop)
+        else:
+            truth, produced = _produce(settings, source, progress, stop)
+            stats = service.run(input_finished=lambda: True)
         status.done()
         alerts = read_alerts(settings, sum(stats.alerts_by_type.values()))
-        dex = _read_dex(settings) if source.kind != "blte" else []
+        dex = _read_dex(settings) if source.kind not in ("blte", "pumps") else []
         summary: dict[str, Any] = {"source": source.kind, "events": stats.consumed,
                                    "dead_lettered": stats.dead_lettered,
                                    "alerts_by_type": dict(sorted(stats.alerts_by_type.items())),
@@ -179,6 +218,10 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
         write_report(out, f"chainwatch evaluation: synthetic seed {source.seed}", summary,
                      alerts=alerts, scored=_scored_alerts(alerts, report), delays=_delays(report),
                      timelines=_timelines(truth, dex, alerts))
+    elif source.kind == "pumps":
+        assert source.path is not None
+        summary |= _pumps(out, source.path, alerts, recorded=recorded, rules=rules,
+                          run=summary)
     elif source.kind == "blte":
         pairs = recorded.pairs
         # a label released after the last transaction of its partition is never applied, and
@@ -311,6 +354,83 @@ def _broker(bootstrap: str | None) -> Iterator[str]:
         return
     with LocalBroker() as broker:
         yield broker.bootstrap
+
+
+def _produce_while_scoring(settings: Settings, source: EvalSource, service: ScorerService,
+                           stop: threading.Event) -> tuple[list[dict[str, Any]], int, Any]:
+    """Replay the trades from a child process (its own interpreter: the sender does not share
+    this one's GIL with the scorer) while the scorer service consumes them; the service stops
+    once the replay is done and it has caught up."""
+    assert source.path is not None
+    ctx = mp.get_context("spawn")
+    halt, results = ctx.Event(), ctx.Queue()
+    child = ctx.Process(target=_replay_main, name="chainwatch-evaluate-replay",
+                        args=(settings, source.path, source.limit, halt, results))
+    child.start()
+    result: dict[str, Any] = {}
+
+    def finished() -> bool:
+        if stop.is_set():
+            halt.set()
+        if not result and (not results.empty() or not child.is_alive()):
+            try:
+                result["outcome"] = results.get(timeout=5)
+            except queue.Empty:
+                result["outcome"] = ChainwatchError(
+                    f"the replay process ended with exit code {child.exitcode} and no summary")
+        return bool(result)
+
+    try:
+        stats = service.run(input_finished=finished)
+    finally:
+        halt.set()
+        child.join(timeout=30)
+    outcome = result.get("outcome")
+    if outcome is None:  # the service stopped first (a signal)
+        raise ChainwatchError("the evaluation was stopped before the replay finished")
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return [], outcome.records + outcome.labels, stats
+
+
+def _replay_main(settings: Settings, path: Path, limit: int | None, halt: Any,
+                 results: Any) -> None:
+    """The replay child: replay the trades folder, put its summary (or its error) on
+    ``results``."""
+    try:
+        summary: Any = Replayer(settings, "trades", path,
+                                ReplayOptions(limit=limit, progress=False),
+                                label_delay_s=PUMP_LABEL_DELAY_S, stop=halt).run()
+    except Exception as exc:  # reported by the parent, which raises it
+        summary = ChainwatchError(f"replaying {path} failed: {type(exc).__name__}: {exc}")
+    results.put(summary)
+
+
+def _pumps(out: Path, folder: Path, alerts: list[Alert], *, recorded: PrequentialLog,
+           rules: RuleSet, run: dict[str, Any]) -> dict[str, Any]:
+    """Grade the pump_and_dump alerts on the pump folder, write its report; the summary
+    fields to add."""
+    trades = pd.read_parquet(folder / "trades.parquet",
+                             columns=["pump_id", "timestamp_ms", "side", "price", "amount",
+                                      "quote_volume"])
+    pumps = pd.read_csv(folder / "pumps.csv")
+    tune, _ = split_pumps(pumps)
+    spec = next((s for s in rules.specs if s.name == PUMP_RULE), None)
+    threshold = spec.threshold if spec is not None and spec.threshold is not None else 0.5
+    pump_alerts = sorted((a.subject, int(a.evidence.get("timestamp_ms", a.event_time * 1000)),
+                          a.score, a.alert_id) for a in alerts if a.type == PUMP_RULE)
+    graded = evaluate_pumps(trades, pumps, pump_alerts, recorded.pump_chunks, threshold, tune)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "alerts.jsonl").open("wb") as f:
+        for alert in sorted(alerts, key=lambda a: (a.event_time, a.alert_id)):
+            f.write(alert.to_json() + b"\n")
+    elapsed = run["elapsed_s"] or 1e-9
+    extra = {"rule": PUMP_RULE, "threshold": threshold,
+             "label_delay_s": PUMP_LABEL_DELAY_S, "trades": len(trades),
+             "end_to_end_trades_per_s": round(len(trades) / elapsed),
+             "tune_pumps": sorted(tune)} | graded
+    write_pump_report(out, run | extra, trades, pumps, pump_alerts)
+    return extra
 
 
 def _produce(settings: Settings, source: EvalSource, progress: bool,

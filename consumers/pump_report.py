@@ -287,9 +287,10 @@ def _html(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
                              ("all_pumps", "All pumps")))
     false = _table(["", *HALVES], [[label, *(summary[h]["false_alerts"][key] for h in HALVES)]
                                    for key, label in _FALSE])
-    chunks = _table(["half", "S (s)", *METRICS, *_CHUNK_COUNTS], [
+    chunks, rise = (_table(["half", "S (s)", *METRICS, *_CHUNK_COUNTS], [
         [h, s, *(c[k] for k in (*METRICS, *_CHUNK_COUNTS))]
-        for h in HALVES for s, c in summary[h]["chunks"].items()])
+        for h in HALVES for s, c in summary[h].get(key, {}).items()])
+        for key in ("chunks", "chunks_rise"))
     alerts = _table(["alerts", "count"], list(summary["alerts"].items()))
     per_pump = _table(list(_ROW_COLUMNS), [[r[k] for k in _ROW_COLUMNS] for r in rows])
     definition = html.escape(str(summary["definition"]))
@@ -306,7 +307,9 @@ figure{{margin:1rem 0}}img{{max-width:40rem}}.wide img{{max-width:100%}}</style>
 <h2>Detection</h2><div class="side"><div>{goals}</div>{_figure(figures, "delays.png")}</div>
 <h2>False alerts</h2><div class="side">{false}{alerts}</div>
 <h2>Chunks (La Morgia et al. 2020)</h2>
+<p>Positive: the chunks overlapping the pump's first 25 s (the plot).</p>
 <div class="side">{chunks}{_figure(figures, "chunks.png")}</div>
+<h3>Stricter: every chunk of the rise to the peak positive</h3>{rise}
 <h2>Pumps</h2>{per_pump}
 <h2>Timelines</h2><div class="wide">{_figure(figures, "timelines")}</div>
 <p>Every figure in <a href="summary.json">summary.json</a>; the rows in

@@ -29,10 +29,14 @@ unless written with a round bracket):
   ``median_delay_s`` of the detected; ``before_peak_share`` = pumps whose first alert came at
   or before the peak / pumps (and ``before_peak_share_of_detected`` = the same / detected);
 * *chunks* (La Morgia et al. 2020), for S = 5, 15, 25 s (:data:`CHUNK_SIZES_S`): chunk
-  ``timestamp_ms // (S * 1000)`` of a stream, over the chunks with trades. A chunk is
-  *positive* when it overlaps the rise ``[t0, peak]`` (if peak == t0, the chunk of t0);
-  otherwise *ignored* when it overlaps the dump ``(peak, t0 + 3600 s]``; otherwise *negative*
-  (the lead-in, the minute before t0 and everything after the pump's hour included). A chunk
+  ``timestamp_ms // (S * 1000)`` of a stream, over the chunks with trades. In ``chunks`` (the
+  headline, La Morgia's task: detect the pump within 25 s of its start) a chunk is
+  *positive* when it overlaps the pump's start ``[t0, t0 + 25 s)`` (:data:`START_MS`); in
+  ``chunks_rise`` (stricter: flag the whole rise) when it overlaps ``[t0, peak]`` (if
+  peak == t0, the chunk of t0). Otherwise it is *ignored* when it overlaps the rest of the
+  pump's hour (up to ``t0 + 3600 s``: the rest of the pump and the dump, neither pump start
+  nor ordinary trading); otherwise *negative* (the lead-in, the minute before t0 and
+  everything after the pump's hour included). A chunk
   is *predicted positive* when its max score >= the threshold; a chunk with trades but no
   score is predicted negative (counted as ``unscored``). Precision, recall and F1 are pooled
   over the chunks of the pumps of a half (None when undefined).
@@ -59,6 +63,9 @@ CHUNK_SIZES_S = (5, 15, 25)
 BIG_MOVE = 0.10
 SLACK_MS = 60_000
 """How long before ``announced_at`` an alert still belongs to the pump."""
+START_MS = 25_000
+"""The pump's start: the positive chunks of the headline (La Morgia) chunk figures overlap
+[t0, t0 + 25 s), the horizon within which they detect."""
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 HALVES = ("all", "tune", "report")
@@ -75,7 +82,8 @@ DEFINITION = (
     "before_peak: that alert at or before the peak; false alerts: in [first trade, "
     "announced_at - 60 s), per pump and per market-day of lead-in; after alerts: after "
     "t0 + 3600 s, neither false nor true; chunks of S s with trades: positive when overlapping "
-    "[t0, peak], ignored when overlapping (peak, t0 + 3600 s], else negative; predicted "
+    "the pump's start [t0, t0 + 25 s) (La Morgia's; chunks_rise: the rise [t0, peak]), "
+    "ignored when overlapping the rest of the pump's hour, else negative; predicted "
     "positive when max score >= threshold; halves: pumps in announcement order, even "
     "positions tune, odd report")
 
@@ -253,9 +261,11 @@ def false_alert_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "after_alerts": sum(int(r["after_alerts"]) for r in rows)}
 
 
-def chunk_labels(data: _Sorted, windows: Mapping[str, PumpWindow], size_s: int) -> pd.DataFrame:
+def chunk_labels(data: _Sorted, windows: Mapping[str, PumpWindow], size_s: int,
+                 positive: str = "start") -> pd.DataFrame:
     """One row per (pump, chunk) with trades: ``pump`` (code), ``chunk``, ``label``
-    (:data:`POSITIVE`, :data:`NEGATIVE` or :data:`IGNORED`)."""
+    (:data:`POSITIVE`, :data:`NEGATIVE` or :data:`IGNORED`); ``positive`` is ``"start"``
+    (the pump's first :data:`START_MS`, La Morgia's) or ``"rise"`` (up to the peak)."""
     width = size_s * 1000
     chunk = data.ts // width
     new = np.ones(len(chunk), dtype=bool)
@@ -266,8 +276,14 @@ def chunk_labels(data: _Sorted, windows: Mapping[str, PumpWindow], size_s: int) 
     peak = np.array([w.peak_ms for w in order], dtype=np.int64)[code]
     hour_end = t0 + HOUR_MS
     start, last = chunk * width, chunk * width + width - 1  # the chunk's first and last ms
-    rise = (start <= peak) & (last >= t0)
-    dump = ~rise & (start <= hour_end) & (last > peak)
+    if positive == "start":
+        end = t0 + START_MS - 1
+    elif positive == "rise":
+        end = peak
+    else:
+        raise ValueError(f"positive is 'start' or 'rise', not {positive!r}")
+    rise = (start <= end) & (last >= t0)
+    dump = ~rise & (start <= hour_end) & (last > end)
     label = np.where(rise, POSITIVE, np.where(dump, IGNORED, NEGATIVE))
     return pd.DataFrame({"pump": code, "chunk": chunk, "label": label})
 
@@ -357,13 +373,16 @@ def evaluate_pumps(  # noqa: PLR0917 - the positional signature the CLI wiring c
                          "big_pumps": goal_figures([r for r in chosen if r["big"]]),
                          "false_alerts": false_alert_figures(chosen), "chunks": {}}
     position = {p: i for i, p in enumerate(ids)}
+    for half in halves:
+        summary[half]["chunks_rise"] = {}
     for size in CHUNK_SIZES_S:
-        labels = chunk_labels(data, windows, size)
-        predicted, scored, stray = chunk_predictions(labels, chunk_scores.get(size, {}), ids,
-                                                     threshold)
-        for half, chosen in halves.items():
-            figures = chunk_figures(labels, predicted, scored,
-                                    {position[r["pump_id"]] for r in chosen})
-            summary[half]["chunks"][str(size)] = figures
-        summary["all"]["chunks"][str(size)]["scores_without_trades"] = stray
+        for positive, key in (("start", "chunks"), ("rise", "chunks_rise")):
+            labels = chunk_labels(data, windows, size, positive)
+            predicted, scored, stray = chunk_predictions(labels, chunk_scores.get(size, {}),
+                                                         ids, threshold)
+            for half, chosen in halves.items():
+                figures = chunk_figures(labels, predicted, scored,
+                                        {position[r["pump_id"]] for r in chosen})
+                summary[half][key][str(size)] = figures
+            summary["all"][key][str(size)]["scores_without_trades"] = stray
     return summary

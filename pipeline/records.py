@@ -36,7 +36,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, TypeGuard
 
 from pipeline.errors import RecordError
 
@@ -596,6 +596,30 @@ class Trade(Record):
         {"venue", "market", "side", "price", "amount", "quote_volume", "timestamp"})
     amount_fields: ClassVar[frozenset[str]] = frozenset()
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """As :meth:`Record.from_dict`, with a fast path for a trade as the wire carries it
+        (stripped text within its limits, float quantities, an int timestamp in ms, no
+        optional field but a stream): the same checks in a few comparisons; anything else
+        takes the general path, which names what is wrong."""
+        if type(data) is dict:
+            get = data.get
+            venue, market, side = get("venue"), get("market"), get("side")
+            price, amount, quote = get("price"), get("amount"), get("quote_volume")
+            ms, stream = get("timestamp"), get("stream")
+            if (_clean(venue, _VENUE_MAX) and _clean(market, _MARKET_MAX)
+                    and side in TRADE_SIDES
+                    and type(price) is float and 0.0 < price <= MAX_QUANTITY
+                    and type(amount) is float and 0.0 <= amount <= MAX_QUANTITY
+                    and type(quote) is float and 0.0 <= quote <= MAX_QUANTITY
+                    and type(ms) is int and MIN_TIMESTAMP_MS <= ms <= MAX_TIMESTAMP_MS
+                    and (stream is None or _clean(stream, _STREAM_MAX))
+                    and get("trade_id") is None and get("taker") is None
+                    and get("pool_address") is None and get("block_number") is None
+                    and get("transaction_hash") is None and get("log_index") is None):
+                return cls(venue, market, side, price, amount, quote, ms, stream=stream)
+        return super().from_dict(data)
+
     @property
     def item_id(self) -> str:
         if self.trade_id is not None:
@@ -619,6 +643,13 @@ class Trade(Record):
         """Stream time in unix seconds: what labels of trades count in."""
         return self.timestamp // 1000
 
+
+_VENUE_MAX, _MARKET_MAX, _STREAM_MAX = (TEXT_LIMITS[k] for k in ("venue", "market", "stream"))
+
+
+def _clean(text: object, limit: int) -> TypeGuard[str]:
+    """Whether ``text`` is a non-empty string of at most ``limit`` characters, stripped."""
+    return type(text) is str and 0 < len(text) <= limit and text.strip() == text
 
 ChainRecord = Transaction | DexEvent | TokenTransfer | Label | Trade
 RECORD_TYPES: dict[str, type[Transaction] | type[DexEvent] | type[TokenTransfer] | type[Label]

@@ -12,7 +12,8 @@ Windows are in stream time, milliseconds of the trades' timestamps:
 * hour-long baselines as exponentially decayed sums (:data:`BASELINE_MS` time constant): buy
   orders, trades and quote volume per second, and exponential moving averages of the price
   over 5 and 30 minutes, updated with the time since the last trade;
-* the highest price of the last hour, from per-minute highs (:data:`HIGH_MINUTES` of them).
+* the highest price of the last hour, from per-minute highs (:data:`HIGH_MINUTES` of them,
+  as a monotonic queue).
 
 An *order* is a run of trades of one taker order: on an exchange, consecutive trades with the
 same millisecond and side (one market order filled against several makers — the "rush
@@ -237,8 +238,8 @@ def _features(st: MarketState, price: float, *, ema_fast: float, ema_slow: float
         "rush_orders_60": float(long[_RUSH]),
         "quote_10": short[_QUOTE],
         "quote_60": long[_QUOTE],
-        "buy_share_10": short[_BUY_QUOTE] / short[_QUOTE] if short[_QUOTE] > 0 else 0.5,
-        "buy_share_60": long[_BUY_QUOTE] / long[_QUOTE] if long[_QUOTE] > 0 else 0.5,
+        "buy_share_10": _share(short[_BUY_QUOTE], short[_QUOTE]),
+        "buy_share_60": _share(long[_BUY_QUOTE], long[_QUOTE]),
         "order_surge_10": buy_orders / (expect_orders + 1.0),
         "volume_surge_10": math.log10(1.0 + short[_BUY_QUOTE] / expect_quote)
         if expect_quote > 0 else 0.0,
@@ -251,25 +252,35 @@ def _features(st: MarketState, price: float, *, ema_fast: float, ema_slow: float
     }
 
 
+def _share(part: float, whole: float) -> float:
+    """part / whole in [0, 1] (running float sums may overshoot by rounding); 0.5 when
+    nothing was traded."""
+    return min(1.0, max(0.0, part / whole)) if whole > 0 else 0.5
+
+
 def _hour_high(st: MarketState, ms: int) -> float:
-    """The highest price of the hour before ``ms`` (0 before the market's first trade)."""
-    minute = ms // 60_000
+    """The highest price of the hour before ``ms`` (0 before the market's first trade).
+
+    ``highs`` is a monotonic queue of per-minute highs: minutes ascending, prices strictly
+    descending (a minute whose high a later minute beats can never be the hour's high
+    again), so the front is the hour's high and each trade costs O(1) amortised."""
+    horizon = ms // 60_000 - HIGH_MINUTES
     highs = st.highs
-    while highs and highs[0][0] <= minute - HIGH_MINUTES:
+    while highs and highs[0][0] <= horizon:
         highs.popleft()
-    return max((p for _, p in highs), default=0.0)
+    return highs[0][1] if highs else 0.0
 
 
 def _note_high(st: MarketState, ms: int, price: float) -> None:
     minute = ms // 60_000
     highs = st.highs
-    if highs and highs[-1][0] >= minute:  # this minute (or a later one, out of order)
-        m, p = highs[-1]
-        highs[-1] = (m, max(p, price))
-    else:
+    if highs and highs[-1][0] > minute:  # out of order: count it in the newest minute
+        minute = highs[-1][0]
+    while highs and highs[-1][1] <= price:
+        highs.pop()
+    if not highs or highs[-1][0] < minute:
         highs.append((minute, price))
-        while len(highs) > HIGH_MINUTES:
-            highs.popleft()
+    # else: an entry of this minute with a higher price is already there
 
 
 def trade_from_swap(ev: DexEvent, weth_is_0: bool, venue: str = "dex") -> Trade | None:

@@ -14,9 +14,14 @@ interleaves topics. Rules with ``learn = "labels"`` learn from *candidates*: the
 moments a rule scored at least its detector's ``candidate`` level (at most one per stream per
 :data:`CANDIDATE_GAP_S`), kept until a label of their stream says what they were —
 a pump when within [announcement - :data:`PUMP_BEFORE_S`, announcement +
-:data:`PUMP_AFTER_S`], ordinary trading when older — or until :data:`CANDIDATE_HORIZON_S`
-passed without one, when they are learnt as ordinary trading (no pump announced within a
-day). A candidate is always scored before it is learnt: prequential.
+:data:`PUMP_AFTER_S`], ordinary trading when older (or every one, for a label 0: no pump) —
+or forgotten, untaught, after :data:`CANDIDATE_HORIZON_S`. A candidate is always scored
+before it is learnt: prequential.
+
+Only labels teach, in the order they are read from their partition, so what a model learns
+and in which order does not depend on how the service interleaves the topics; only the
+moment it learns does (a label is applied when both it has been read and the trades reached
+its release second).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ LABEL_SOURCE = "pumps"
 CANDIDATE_GAP_S = 10
 PUMP_BEFORE_S = 60
 PUMP_AFTER_S = 600
-CANDIDATE_HORIZON_S = 86_400
+CANDIDATE_HORIZON_S = 3 * 86_400
 MAX_CANDIDATES = 256  # per stream
 MAX_STREAMS = 10_000  # streams with candidates waiting
 MAX_WAITING_LABELS = 10_000
@@ -57,7 +62,7 @@ class TradeScoring:
         self.waiting: list[tuple[int, int, Label]] = []  # (release second, seq, label)
         self.labelled: set[str] = set()  # streams whose pump label was applied
         self.clock = 0  # the newest trade's unix second
-        self.events = self.labels = self.learnt = self.dropped = 0
+        self.events = self.labels = self.learnt = self.dropped = self.expired = 0
         self.alerts: dict[str, int] = {}
 
     def process(self, trade: Trade, source: dict[str, Any],
@@ -99,10 +104,11 @@ class TradeScoring:
         while self.waiting and self.waiting[0][0] <= self.clock:
             self._apply(heapq.heappop(self.waiting)[2])
         horizon = self.clock - CANDIDATE_HORIZON_S
-        for stream in list(self.candidates):  # unlabelled for a day: ordinary trading
+        for stream in list(self.candidates):  # no label came for them: forgotten, not taught
             queue = self.candidates[stream]
             while queue and queue[0][0] < horizon:
-                self._teach(queue.popleft(), 0)
+                queue.popleft()
+                self.expired += 1
             if not queue:
                 del self.candidates[stream]
 
@@ -130,10 +136,14 @@ class TradeScoring:
 
     def _remember(self, stream: str, second: int, rule: Rule, score: float,
                   x: dict[str, float]) -> None:
-        level = getattr(rule.detector, "candidate", None)
-        burst = getattr(rule.detector, "burst", None)
-        strength = burst(x) if callable(burst) else score
-        if level is None or strength < level:
+        detector = rule.detector
+        level = getattr(detector, "candidate", None)
+        if level is None:
+            return
+        burst = getattr(detector, "burst", None)
+        # a cold model scores the burst itself; a warm one reweighs it
+        strength = burst(x) if callable(burst) and getattr(detector, "warm", False) else score
+        if strength < level:
             return
         queue = self.candidates.get(stream)
         if queue is None:
@@ -156,7 +166,8 @@ class TradeScoring:
                                for stream, queue in self.candidates.items()],
                 "waiting": [[due, seq, codec.encode(label)] for due, seq, label in self.waiting],
                 "labelled": sorted(self.labelled),
-                "counts": [self.clock, self.events, self.labels, self.learnt, self.dropped],
+                "counts": [self.clock, self.events, self.labels, self.learnt, self.dropped,
+                           self.expired],
                 "alerts": self.alerts}
 
     def load_state(self, state: dict[str, Any]) -> list[str]:
@@ -174,8 +185,8 @@ class TradeScoring:
                 label = codec.decode(data, (Label.record_type,))
                 assert isinstance(label, Label)
                 waiting.append((int(due), int(seq), label))
-            self.clock, self.events, self.labels, self.learnt, self.dropped = (
-                int(n) for n in state["counts"])
+            (self.clock, self.events, self.labels, self.learnt, self.dropped,
+             self.expired) = (int(n) for n in state["counts"])
         except (TypeError, ValueError, AttributeError) as exc:
             raise StateError(f"trade scoring state: {exc}") from None
         heapq.heapify(waiting)
@@ -191,4 +202,5 @@ class TradeScoring:
                 f"{prefix}_labels": float(self.labels),
                 f"{prefix}_candidates_learnt": float(self.learnt),
                 f"{prefix}_candidates_dropped": float(self.dropped),
+                f"{prefix}_candidates_expired": float(self.expired),
                 **{f"rule_errors_{r.name}": float(r.errors) for r in self.rules}}

@@ -175,11 +175,11 @@ def test_goals_and_false_alerts() -> None:
                                  "before_first_trade": 1, "unmatched": 1}
 
 
-def _labels(size: int) -> dict[str, dict[int, int]]:
+def _labels(size: int, positive: str = "rise") -> dict[str, dict[int, int]]:
     pumps = _pumps()
     ids = pumps["pump_id"].tolist()
     data = sort_trades(_trades(), ids)
-    frame = chunk_labels(data, pump_windows(_trades(), pumps), size)
+    frame = chunk_labels(data, pump_windows(_trades(), pumps), size, positive)
     base = {"P1": A, "P2": B, "P3": C}
     out: dict[str, dict[int, int]] = {}
     for code, chunk, label in frame.itertuples(index=False):
@@ -197,20 +197,33 @@ def test_chunk_labels_rise_dump_and_negatives() -> None:
     assert _labels(25)["P1"] == {-6912: neg, -4: neg, -1: neg, 0: pos, 160: neg, 6912: neg}
 
 
+def test_chunk_labels_of_the_pump_start() -> None:
+    """La Morgia's positives: the chunks of the pump's first 25 s; the rest of its hour is
+    ignored, the rest negative."""
+    pos, neg, ign = POSITIVE, NEGATIVE, IGNORED
+    start = _labels(5, "start")
+    assert start["P1"] == {-34560: neg, -20: neg, -1: neg, 0: pos, 2: pos, 4: pos, 800: neg,
+                           34560: neg}
+    assert start["P2"] == {0: pos, 1: pos, 6: ign, 8: ign, 20: ign, 720: ign, 721: neg}
+    assert start["P3"] == {-17280: neg, -1: neg, 0: pos, 10: ign}
+    with pytest.raises(ValueError, match="start"):
+        _labels(5, "peak")
+
+
 def test_chunk_precision_recall_f1_exact() -> None:
     summary = _evaluate()
-    five = summary["all"]["chunks"]["5"]
+    five = summary["all"]["chunks_rise"]["5"]
     assert {k: five[k] for k in ("tp", "fp", "fn", "tn", "ignored", "unscored")} == {
         "tp": 4, "fp": 2, "fn": 1, "tn": 6, "ignored": 6, "unscored": 1}
     assert five["precision"] == pytest.approx(2 / 3)
     assert five["recall"] == pytest.approx(4 / 5)
     assert five["f1"] == pytest.approx(8 / 11)
     assert five["scores_without_trades"] == 2
-    tune, report = summary["tune"]["chunks"]["5"], summary["report"]["chunks"]["5"]
+    tune, report = summary["tune"]["chunks_rise"]["5"], summary["report"]["chunks_rise"]["5"]
     assert (tune["tp"], tune["fp"], tune["fn"]) == (2, 1, 1)
     assert (report["tp"], report["fp"], report["fn"]) == (2, 1, 0)
     assert report["f1"] == pytest.approx(0.8)
-    unscored = summary["all"]["chunks"]["15"]  # no scores: nothing predicted
+    unscored = summary["all"]["chunks_rise"]["15"]  # no scores: nothing predicted
     assert (unscored["tp"], unscored["precision"], unscored["recall"]) == (0, None, 0.0)
     assert prf(0, 0, 0) == {"precision": None, "recall": None, "f1": None}
 
