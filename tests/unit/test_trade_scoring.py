@@ -158,7 +158,7 @@ def test_a_label_is_learnt_only_once_released_and_only_for_what_was_scored_befor
 
 
 def test_scorer_routes_pump_labels_to_trades_and_the_state_round_trips() -> None:
-    trades = _market("P1") + [_trade(PUMP_AT // 1000 * 1000 + 4_000_000, stream="P1")]
+    trades = [*_market("P1"), _trade(PUMP_AT + 4_000_000, stream="P1")]
     half = len(trades) // 2
     first = Scorer()
     for i, t in enumerate(trades[:half]):
