@@ -399,7 +399,7 @@ def _replay_main(settings: Settings, path: Path, limit: int | None, halt: Any,
     ``results``."""
     try:
         summary: Any = Replayer(settings, "trades", path,
-                                ReplayOptions(limit=limit, progress=False),
+                                ReplayOptions(limit=limit, progress=False, labels_ahead=True),
                                 label_delay_s=PUMP_LABEL_DELAY_S, stop=halt).run()
     except Exception as exc:  # reported by the parent, which raises it
         summary = ChainwatchError(f"replaying {path} failed: {type(exc).__name__}: {exc}")

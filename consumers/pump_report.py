@@ -33,6 +33,7 @@ BEFORE_MS = 10 * 60_000
 AFTER_MS = 30 * 60_000
 """... and ends this long after ``t0``."""
 VOLUME_BIN_MS = 10_000
+DELAY_SPAN_S = 30  # the delay histogram spans [-30, 60] s in 2 s bins
 COLUMNS = 3
 METRICS = ("precision", "recall", "f1")
 _ALERT_COLOURS = {"pump": "tab:red", "false": "tab:orange", "after": "tab:brown"}
@@ -179,10 +180,15 @@ def _delays(path: Path, summary: Mapping[str, Any]) -> Figure | None:
     detected = [r for r in summary["pumps"] if r["detected"]]
     if not detected:
         return None
-    groups = {"big pumps (move >= 0.10)": [float(r["delay_s"]) for r in detected if r["big"]],
-              "other pumps": [float(r["delay_s"]) for r in detected if not r["big"]]}
-    edges = np.histogram_bin_edges([float(r["delay_s"]) for r in detected],
-                                   bins=min(20, max(5, len(detected)))).tolist()
+    # 2-second bins over [-DELAY_SPAN_S, 2 x DELAY_SPAN_S]; delays beyond sit in the end bins
+    # (clipped, and named in the caption), so one early alert does not squash the rest
+    low, high = -DELAY_SPAN_S, 2 * DELAY_SPAN_S
+    outside = sorted(float(r["delay_s"]) for r in detected
+                     if not low <= float(r["delay_s"]) <= high)
+    groups = {"big pumps (move >= 0.10)": [_clip(r["delay_s"], low, high) for r in detected
+                                           if r["big"]],
+              "other pumps": [_clip(r["delay_s"], low, high) for r in detected if not r["big"]]}
+    edges = np.arange(low, high + 2, 2).tolist()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     counts, _, _ = ax.hist(list(groups.values()), bins=edges, stacked=True, label=list(groups),
                            color=["tab:red", "tab:grey"])
@@ -206,7 +212,14 @@ def _delays(path: Path, summary: Mapping[str, Any]) -> Figure | None:
     caption = (f"Delay of the first alert after t0, all pumps: {drawn['delays']} detected "
                f"pumps ({drawn['big']} big); median {medians['all']:.1f} s (big: "
                f"{'-' if big is None else f'{big:.1f} s'})")
+    if outside:
+        caption += (f"; {len(outside)} outside [{low:.0f}, {high:.0f}] s, drawn in the end "
+                    f"bins: {', '.join(f'{d:.1f} s' for d in outside)}")
     return Figure(path.name, caption, drawn)
+
+
+def _clip(value: Any, low: float, high: float) -> float:
+    return min(max(float(value), low), high)
 
 
 def _chunk_bars(path: Path, summary: Mapping[str, Any]) -> Figure:

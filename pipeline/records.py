@@ -618,7 +618,7 @@ class Trade(Record):
                     and get("pool_address") is None and get("block_number") is None
                     and get("transaction_hash") is None and get("log_index") is None):
                 return cls(venue, market, side, price, amount, quote, ms, stream=stream)
-        return super().from_dict(data)
+        return super(Trade, cls).from_dict(data)  # slots dataclass: no zero-argument super()
 
     @property
     def item_id(self) -> str:

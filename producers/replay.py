@@ -51,6 +51,11 @@ class ReplayOptions:
     cursor: Path | None = None
     cursor_every: int = 20_000
     progress: bool = True
+    # send the labels that come with the source (a pumps.csv) before the first row instead
+    # of once stream time reaches their release: a scorer applies a label only once its
+    # trades reach ``released_block`` either way, but ahead of time it never reads one late,
+    # so what it learns when does not depend on how fast it reads each topic (evaluate)
+    labels_ahead: bool = False
 
 
 @dataclass
@@ -182,6 +187,11 @@ class _Planner:
             self._source_pending = [(label.released_block, next(sequence), label)
                                     for label in self.fmt.source_labels()]
             heapq.heapify(self._source_pending)
+            if opts.labels_ahead:
+                for _, _, label in sorted(self._source_pending):
+                    self._emit(label)
+                    summary.labels += 1
+                self._source_pending.clear()
         total = count_rows(files)
         started = time.monotonic()
         progress = Progress(lambda: self._status(summary, total, started, position.next_row),

@@ -205,3 +205,39 @@ def test_evaluate_needs_a_path_for_datasets(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "needs the dataset PATH" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_pumps_grades_real_announced_pumps(tmp_path: Path) -> None:
+    """Three real pumps' windows (two big ones, one that barely moved), as a folder of the
+    shared layout, through the CLI: replay and scoring on a real broker, graded per pump."""
+    import pandas as pd  # only this test needs it
+
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data" / \
+        "pump-telegram-binance"
+    chosen = ["GVT_20210220T1700", "VIB_20210905T1700", "NAS_20220201T1500"]
+    folder = tmp_path / "pumps"
+    folder.mkdir()
+    trades = pd.read_parquet(data / "trades.parquet")
+    trades[trades["pump_id"].isin(chosen)].to_parquet(folder / "trades.parquet", index=False)
+    pumps = pd.read_csv(data / "pumps.csv")
+    pumps[pumps["pump_id"].isin(chosen)].to_csv(folder / "pumps.csv", index=False)
+    out = tmp_path / "report"
+    result = run("evaluate", "pumps", str(folder), "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    rows = {row["pump_id"]: row for row in summary["pumps"]}
+    assert set(rows) == set(chosen)
+    for big in chosen[:2]:  # the 80 % and 62 % pumps: caught within seconds, before the peak
+        assert rows[big]["big"] and rows[big]["detected"] and rows[big]["before_peak"]
+        assert 0 <= rows[big]["delay_s"] <= 25
+    assert not rows["NAS_20220201T1500"]["big"]
+    assert summary["all"]["false_alerts"]["per_48h_lead_in"] <= 1
+    for size in ("5", "15", "25"):
+        chunks = summary["all"]["chunks"][size]
+        assert chunks["unscored"] == 0 and chunks["tp"] > 0  # every chunk got its score
+    assert summary["events"] == summary["trades"] + len(chosen)  # the trades and 3 labels
+    graded = [Alert.from_json(line) for line in (out / "alerts.jsonl").read_bytes().splitlines()]
+    assert Counter(a.type for a in graded) == summary["alerts_by_type"]
+    assert all("timestamp_ms" in a.evidence for a in graded if a.type == "pump_and_dump")
+    for name in ("summary.json", "report.html", "pumps.csv", "delays.png", "chunks.png"):
+        assert (out / name).stat().st_size > 0, name
