@@ -90,3 +90,44 @@ def test_scorer_state_is_exported_as_metrics(settings: Settings) -> None:
     assert REGISTRY.get_sample_value("chainwatch_model_drifts",
                                      {"detector": "pump_and_dump"}) is not None
     assert REGISTRY.get_sample_value("chainwatch_rule_errors", {"rule": "wash_trading"}) == 0
+
+
+def test_exchange_trades_alert_a_pump_and_bad_trades_are_dead_lettered(
+        settings: Settings, consumer_factory: Callable[..., KafkaConsumer]) -> None:
+    """Trades on market.trades, as a replay writes them: the pump alerts during its rush, a
+    pump label read before its release waits for it, and malformed trades (a negative
+    amount, a side that is not buy or sell, a zero price, another record type) go to the
+    dead-letter topic with their reason while the rest are scored."""
+    import orjson
+
+    from pipeline import codec
+    from pipeline.records import Label
+    from tests.unit.test_trade_scoring import PUMP_AT, _market
+
+    ensure_topics(settings)
+    trades = _market("P9")
+    good = codec.to_wire_dict(trades[0])
+    bad = [(good | {"amount": -1.0}, "negative_amount"), (good | {"side": "hold"}, "bad_value"),
+           (good | {"price": 0.0}, "bad_value"), (good | {"type": "dex_event"}, "bad_value")]
+    with KafkaSink(settings) as sink:
+        sink.write(Label(subject="P9", label=1, source="pumps", block_number=PUMP_AT // 1000,
+                         released_block=PUMP_AT // 1000 + 3600, partition_key="P9"))
+        for trade in trades:
+            sink.write(trade)
+        for raw, _ in bad:
+            sink.producer.send(settings.topics.trades, value=orjson.dumps(raw),
+                               key=b"binance:ABC/BTC")
+    service = ScorerService(settings, **FAST_GROUP)
+    stats = service.run(input_finished=lambda: True)
+    assert stats.consumed == len(trades) + 1 + len(bad)
+    assert stats.dead_lettered == len(bad)
+    letters = [decode_letter(m.value) for m in
+               consume_all(consumer_factory(settings.topics.dlq), len(bad))]
+    assert sorted(letter["reason"] for letter in letters) == sorted(r for _, r in bad)
+    assert all(letter["source"]["topic"] == settings.topics.trades for letter in letters)
+    alerts = [Alert.from_json(m.value) for m in consume_all(
+        consumer_factory(settings.topics.alerts), sum(stats.alerts_by_type.values()))]
+    pumps = [a for a in alerts if a.type == "pump_and_dump"]
+    assert [a.subject for a in pumps] == ["P9"]
+    assert PUMP_AT < pumps[0].evidence["timestamp_ms"] < PUMP_AT + 31_000
+    assert pumps[0].source["topic"] == settings.topics.trades
