@@ -271,6 +271,20 @@ def test_each_pump_label_is_released_once_after_its_time_in_trade_time(tmp_path:
                                       and r.stream == "AAA_1")  # the trades' partition
 
 
+def test_labels_ahead_sends_every_source_label_first_with_its_release(tmp_path: Path) -> None:
+    """What ``evaluate pumps`` replays with: the same labels, all before the first trade, so a
+    scorer holding them until its trades reach ``released_block`` never reads one late."""
+    folder = write_pump_folder(tmp_path)
+    _, channel = plan(folder, labels_ahead=True)
+    records = decoded(channel)
+    assert [type(r) for r in records[:2]] == [Label, Label]
+    assert not any(isinstance(r, Label) for r in records[2:])
+    _, timed = plan(folder)
+    assert sorted(r.to_dict()["subject"] for r in records[:2]) == ["AAA_1", "BBB_1"]
+    assert {r.item_id: r for r in records[:2]} == {
+        r.item_id: r for r in decoded(timed) if isinstance(r, Label)}  # the same labels
+
+
 def test_label_delay_s_moves_the_release(tmp_path: Path) -> None:
     folder = write_pump_folder(tmp_path)
     _, channel = plan(folder, label_delay_s=0)
