@@ -142,7 +142,8 @@ def main() -> None:
         if i == 0:
             print(f"in process: {rate:,.0f} trades/s (wire decode + every rule), "
                   f"{PARTITIONS} scorers")
-        name = ", ".join(f"{k}={v:g}" for k, v in params.items()) or "defaults"
+        name = ", ".join(f"{k}={v:g}" for k, v in params.items()) or \
+            (json.dumps(base.get("params", base)) if base else "defaults")
         for half in ("tune", "report"):
             print(line(f"{half:<6} {name}", summary[half]))
         out.append({"params": params, "summary": summary})

@@ -141,7 +141,7 @@ class PumpBurst(Configurable):
     name = "pump_burst"
     version = "1"
 
-    def __init__(self, *, min_surge: float = 16.0, min_rise: float = 0.03,
+    def __init__(self, *, min_surge: float = 20.0, min_rise: float = 0.03,
                  min_buy_share: float = 0.6, min_run: float = 0.3,
                  min_run_buy_share: float = 0.8, min_run_orders: float = 10.0,
                  young_s: float = 600.0, candidate: float = 0.3, min_positives: int = 5,
