@@ -142,9 +142,9 @@ def test_prometheus_scrapes_throughput_latency_and_alerts_from_a_running_scorer(
                lambda: values(query(prom, "sum(chainwatch_records_produced_total"
                                           '{job="chainwatch-producer"})')),
                lambda produced: bool(produced) and produced[0] > 0)
-    eventually("a lag series for each of the 12 input partitions (3 topics x 4)",
+    eventually("a lag series for each of the 16 input partitions (4 topics x 4)",
                lambda: values(query(prom, "count(chainwatch_consumer_lag)")),
-               lambda count: count == [12.0])
+               lambda count: count == [16.0])
 
     rules = eventually(
         "the rules of deploy/prometheus/rules were loaded and each evaluated once",

@@ -85,10 +85,10 @@ def test_scorer_state_is_exported_as_metrics(settings: Settings) -> None:
             for record in [*block.transactions, *block.dex_events]:
                 sink.write(record)
     ScorerService(settings, **FAST_GROUP).run(input_finished=lambda: True)
-    for store in ("pools", "addresses"):
+    for store in ("pools", "addresses", "dex_trade_markets"):  # swaps as trades too
         assert (REGISTRY.get_sample_value("chainwatch_feature_keys", {"store": store}) or 0) > 0
     assert REGISTRY.get_sample_value("chainwatch_model_drifts",
-                                     {"detector": "pump_and_dump"}) is not None
+                                     {"detector": "rug_pull"}) is not None
     assert REGISTRY.get_sample_value("chainwatch_rule_errors", {"rule": "wash_trading"}) == 0
 
 
