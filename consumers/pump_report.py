@@ -243,12 +243,14 @@ def _chunk_bars(path: Path, summary: Mapping[str, Any]) -> Figure:
         ax.set(title=f"{half} ({summary[half]['pumps']} pumps)", ylim=(0, 1.15),
                xlabel="chunk size")
     axes[0].set_ylabel("chunk-level score")
-    axes[0].legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()  # above the panels: off the bars
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     caption = (f"La Morgia chunk-level precision, recall and F1 at threshold "
-               f"{summary['threshold']}, per half (values as in the table)")
+               f"{summary['threshold']}, per half, positives the chunks overlapping the pump's "
+               "first 25 s (values as in the table)")
     return Figure(path.name, caption, {"bars": heights})
 
 
