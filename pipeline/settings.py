@@ -16,6 +16,8 @@ upper-cased with dots as underscores, and in TOML the part before the dot is a t
     sasl_password = "..."                                 # CHAINWATCH_SECURITY_SASL_PASSWORD
     [partitions]
     dex = 8                                               # CHAINWATCH_PARTITIONS_DEX
+    [alerts]
+    store = "postgresql://cw@db/chainwatch"               # CHAINWATCH_ALERTS_STORE
 
 Rules (detectors) are configured in the file only, one table each (see :mod:`pipeline.rules`)::
 
@@ -121,6 +123,13 @@ class Audit:
 
 
 @dataclass(frozen=True)
+class Alerts:
+    """The alert store (``chainwatch alerts``): where the sink keeps every alert."""
+
+    store: str = "chainwatch-data/alerts.db"  # a SQLite path, sqlite:///PATH or postgresql://…
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a chainwatch service needs to know about its surroundings."""
 
@@ -138,6 +147,7 @@ class Settings:
     partitions: Partitions = field(default_factory=Partitions)
     storage: Storage = field(default_factory=Storage)
     audit: Audit = field(default_factory=Audit)
+    alerts: Alerts = field(default_factory=Alerts)
     # the file's [detectors.NAME] tables, as written (pipeline.rules.RuleSet.load reads them)
     detectors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
@@ -217,6 +227,9 @@ class Settings:
                 raise ConfigError(
                     f"bootstrap server {server.strip()!r} is not host:port, e.g. 127.0.0.1:9092"
                 )
+        if not self.alerts.store.strip():
+            raise ConfigError("alerts.store is empty; give a file path, sqlite:///PATH or "
+                              "postgresql://USER:PASSWORD@HOST/DB")
         if not self.checkpoint_key_file.strip():
             raise ConfigError("checkpoint_key_file is empty; give the path of the checkpoint "
                               "key file (made on first use)")
@@ -298,12 +311,13 @@ class Settings:
 
 
 _NESTED: dict[str, type[Security] | type[Topics] | type[Partitions] | type[Storage]
-              | type[Audit]] = {
+              | type[Audit] | type[Alerts]] = {
     "security": Security,
     "topics": Topics,
     "partitions": Partitions,
     "storage": Storage,
     "audit": Audit,
+    "alerts": Alerts,
 }
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})

@@ -1,0 +1,466 @@
+"""The alert store: every alert of ``chainwatch.alerts``, queryable, with its analyst status.
+
+One code path (SQLAlchemy Core) over two backends, chosen by ``alerts.store``:
+
+* a path (``chainwatch-data/alerts.db``) or ``sqlite:///PATH``: an embedded SQLite file (WAL,
+  so readers and the one writer work at once);
+* ``postgresql://user:pass@host/db`` (or ``postgresql+psycopg://``): a PostgreSQL database,
+  through psycopg 3.
+
+Tables (format :data:`FORMAT`, kept in ``alert_store_meta``; another format is refused with
+a message):
+
+``alerts``
+    ``alert_id`` (primary key), ``seq`` (1, 2, 3, … in the order the alerts were stored:
+    what ``tail`` follows), ``type``, ``severity``, ``score``, ``subject``, ``detector``,
+    ``model_version``, ``event_time``, ``detected_at`` (stream time, unix seconds),
+    ``stored_at`` (wall clock, unix seconds), ``source_topic``, ``source_partition``,
+    ``source_offset`` (the record that fired it, from the alert's ``source``), ``raw`` (the
+    alert's exact JSON as it arrived, so it can be held against its audit leaf), ``status``
+    (:data:`STATUSES`, ``new`` at first), ``note``, ``status_updated_at``.
+``alert_offsets``
+    ``topic``, ``partition``, ``next_offset``: the input the stored alerts cover, written in
+    the same transaction as the alerts, so the store alone says where a sink resumes.
+``status_history``
+    ``alert_id``, ``status``, ``note``, ``at``: every analyst action, oldest first.
+
+Writers take a lock first (an update of the meta row: SQLite's write lock, a row lock in
+PostgreSQL), so seqs are handed out in commit order and a reader following ``seq`` never
+skips an alert committed late.
+
+>>> from pipeline.alerts import Alert
+>>> a = Alert.build(type="rug_pull", severity="high", score=0.9, subject="0xab",
+...     detector="liquidity_drain", model_version="1", evidence={"drop": 0.95},
+...     source={"topic": "chain.dex", "partition": 0, "offset": 7, "item_ids": ["log_7"]},
+...     event_time=100, detected_at=100)
+>>> store = AlertStore.open("sqlite://")                    # in memory
+>>> store.add([a, a], {("chainwatch.alerts", 0): 2}), store.add([a], {})
+(1, 0)
+>>> got = store.get(a.alert_id[:8])
+>>> got.alert == a, got.raw == a.to_json(), got.status, store.offsets()
+(True, True, 'new', {('chainwatch.alerts', 0): 2})
+>>> store.set_status(a.alert_id, "confirmed", "drained").status
+'confirmed'
+>>> store.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NamedTuple, Self
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from pipeline.alerts import SEVERITIES, Alert
+from pipeline.errors import ChainwatchError, ConfigError, RecordError
+from pipeline.records import Label
+
+FORMAT = "chainwatch-alerts/1"
+STATUSES = ("new", "acknowledged", "confirmed", "false_positive")
+VERDICTS = {"confirmed": 1, "false_positive": 0}
+"""Statuses that are verdicts, and the label each one publishes (1 fraud, 0 legitimate)."""
+_CHUNK = 500  # ids per IN (...) look-up: far below every backend's parameter limit
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+           "alert_id": str, "type": str, "severity": str, "score": (int, float),
+           "subject": str, "addresses": list, "evidence": dict, "detector": str,
+           "model_version": str, "source": dict, "event_time": int, "detected_at": int,
+           "labels": dict}
+
+_METADATA = sa.MetaData()
+ALERTS = sa.Table(
+    "alerts", _METADATA,
+    sa.Column("alert_id", sa.String(200), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False, unique=True),
+    sa.Column("type", sa.String(100), nullable=False, index=True),
+    sa.Column("severity", sa.String(20), nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("subject", sa.String(200), nullable=False, index=True),
+    sa.Column("detector", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(100), nullable=False),
+    sa.Column("event_time", sa.BigInteger, nullable=False),
+    sa.Column("detected_at", sa.BigInteger, nullable=False, index=True),
+    sa.Column("stored_at", sa.Float, nullable=False),
+    sa.Column("source_topic", sa.String(250)),
+    sa.Column("source_partition", sa.Integer),
+    sa.Column("source_offset", sa.BigInteger),
+    sa.Column("raw", sa.Text, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, server_default="new"),
+    sa.Column("note", sa.Text),
+    sa.Column("status_updated_at", sa.Float),
+)
+OFFSETS = sa.Table(
+    "alert_offsets", _METADATA,
+    sa.Column("topic", sa.String(250), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("next_offset", sa.BigInteger, nullable=False),
+)
+HISTORY = sa.Table(
+    "status_history", _METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", sa.String(200), sa.ForeignKey("alerts.alert_id"), nullable=False,
+              index=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("note", sa.Text),
+    sa.Column("at", sa.Float, nullable=False),
+)
+META = sa.Table(
+    "alert_store_meta", _METADATA,
+    sa.Column("key", sa.String(50), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+
+class AlertStoreError(ChainwatchError):
+    """The alert store cannot be opened, read or written; the message says what to do."""
+
+
+class Incoming(NamedTuple):
+    """An alert as it arrived: its exact bytes, and the alert they hold."""
+
+    raw: bytes
+    alert: Alert
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Incoming:
+        """Validate ``raw`` as an alert; RecordError (with a dead-letter code) if it is not."""
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise RecordError("not_json", f"alert is not JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise RecordError("bad_type", f"alert must be a JSON object, not "
+                              f"{type(obj).__name__}")
+        obj.setdefault("labels", {})
+        if missing := sorted(set(_FIELDS) - set(obj)):
+            raise RecordError("missing_field", f"alert lacks the fields {missing}",
+                              field=missing[0])
+        if unknown := sorted(set(obj) - set(_FIELDS)):
+            raise RecordError("bad_value", f"alert has unknown fields {unknown}",
+                              field=unknown[0])
+        for name, kind in _FIELDS.items():
+            value = obj[name]
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise RecordError("bad_type", f"alert field {name!r} has the wrong type "
+                                  f"({type(value).__name__})", field=name, value=value)
+        if not 1 <= len(obj["alert_id"]) <= 200 or obj["severity"] not in SEVERITIES:
+            raise RecordError("bad_value", "alert_id must be 1-200 characters and severity "
+                              f"one of {SEVERITIES}", field="alert_id", value=obj["alert_id"])
+        return cls(raw, Alert.from_json(raw))
+
+
+@dataclass(frozen=True)
+class StoredAlert:
+    """An alert in the store, with where it is in the store and what analysts said."""
+
+    seq: int
+    alert: Alert
+    raw: bytes
+    status: str
+    note: str | None
+    status_updated_at: float | None
+    stored_at: float
+
+    @property
+    def alert_id(self) -> str:
+        return self.alert.alert_id
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The alert's own fields, and ``status``, ``note``, ``status_updated_at``, ``seq``,
+        ``stored_at`` (what ``chainwatch alerts list --json`` prints, one a line)."""
+        return dict(orjson.loads(self.raw)) | {
+            "status": self.status, "note": self.note,
+            "status_updated_at": self.status_updated_at, "seq": self.seq,
+            "stored_at": self.stored_at}
+
+    def verdict_label(self) -> Label | None:
+        """The label an analyst's verdict publishes (None for a status that is none):
+        subject and partition key the alert's subject, stream time its ``labels.block_number``
+        (else ``event_time``), source ``analyst``."""
+        if self.status not in VERDICTS:
+            return None
+        block = self.alert.labels.get("block_number")
+        block = block if isinstance(block, int) and block >= 0 else max(self.alert.event_time, 0)
+        return Label(subject=self.alert.subject, label=VERDICTS[self.status], source="analyst",
+                     block_number=block, released_block=block,
+                     partition_key=self.alert.subject)
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    status: str
+    note: str | None
+    at: float
+
+
+def store_url(url_or_path: str) -> str:
+    """The SQLAlchemy URL of a store setting; ConfigError (one line) if it is none."""
+    text = url_or_path.strip()
+    hint = ("give a file path, sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB "
+            "(setting alerts.store, CHAINWATCH_ALERTS_STORE, --store)")
+    if not text:
+        raise ConfigError(f"the alert store is empty; {hint}")
+    if "://" not in text:
+        path = Path(text)
+        if path.is_dir():
+            raise ConfigError(f"alert store {text} is a directory; {hint}")
+        return f"sqlite:///{path}"
+    scheme = text.partition("://")[0]
+    if scheme in ("postgresql", "postgres"):
+        return "postgresql+psycopg://" + text.partition("://")[2]
+    if scheme in ("postgresql+psycopg", "sqlite"):
+        return text
+    raise ConfigError(f"alert store {_hidden(text)!r}: scheme {scheme!r} is not supported; "
+                      f"{hint}")
+
+
+def _hidden(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.partition("://")[0] + "://…"
+
+
+class AlertStore:
+    """Open with :meth:`open`; ``add`` (the sink), ``query`` / ``get`` / ``set_status``
+    (people), ``close``."""
+
+    def __init__(self, engine: Engine, shown: str) -> None:
+        self._engine = engine
+        self.shown = shown  # the store's URL without its password
+        self.is_sqlite = engine.dialect.name == "sqlite"
+
+    @classmethod
+    def open(cls, url_or_path: str, create: bool = True) -> AlertStore:
+        """The store at ``url_or_path``, its tables created if missing (``create``; else a
+        store that does not exist is an AlertStoreError saying how to make one)."""
+        url = store_url(url_or_path)
+        shown = _hidden(url)
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "",
+                                                                           ":memory:"):
+            path = Path(parsed.database)
+            if not path.exists():
+                if not create:
+                    raise AlertStoreError(f"no alert store at {path}; fill one with `chainwatch "
+                                          "alerts sink` (or `chainwatch demo`), or check --store")
+                path.parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, **_engine_options(parsed.get_backend_name()))
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(engine, shown)
+        try:
+            store._prepare(create)
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+    def _prepare(self, create: bool) -> None:
+        with self._errors("open"):
+            inspector = sa.inspect(self._engine)
+            if not inspector.has_table(META.name):
+                if not create or inspector.get_table_names():
+                    raise AlertStoreError(f"{self.shown} is not a chainwatch alert store (no "
+                                          f"{META.name} table); check --store")
+                with self._engine.begin() as conn:
+                    _METADATA.create_all(conn)
+                    conn.execute(sa.insert(META), [{"key": "format", "value": FORMAT},
+                                                   {"key": "writer", "value": ""}])
+            with self._engine.connect() as conn:
+                found = conn.execute(sa.select(META.c.value).where(META.c.key == "format")) \
+                    .scalar()
+            if found != FORMAT:
+                raise AlertStoreError(f"{self.shown} holds alert store format {found!r}; this "
+                                      f"chainwatch reads {FORMAT} only (use a new store)")
+
+    def __repr__(self) -> str:
+        return f"AlertStore({self.shown!r})"
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise AlertStoreError(f"cannot {what} the alert store {self.shown}: {first}") \
+                from None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def add(self, batch: Iterable[Alert | Incoming],
+            offsets: Mapping[tuple[str, int], int]) -> int:
+        """Store the alerts of ``batch`` not stored yet (by ``alert_id``; the first copy wins)
+        and set the input offsets ``(topic, partition) -> next offset``, in one transaction.
+        Returns how many alerts were new."""
+        items = [b if isinstance(b, Incoming) else Incoming(b.to_json(), b) for b in batch]
+        now = time.time()
+        with self._errors("write"), self._engine.begin() as conn:
+            _lock(conn)
+            fresh: dict[str, Incoming] = {}
+            for item in items:
+                fresh.setdefault(item.alert.alert_id, item)
+            ids = list(fresh)
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                for (known,) in conn.execute(sa.select(ALERTS.c.alert_id)
+                                             .where(ALERTS.c.alert_id.in_(chunk))):
+                    fresh.pop(known, None)
+            if fresh:
+                top = conn.execute(sa.select(sa.func.max(ALERTS.c.seq))).scalar() or 0
+                conn.execute(sa.insert(ALERTS), [_row(item, top + n, now) for n, item in
+                                                 enumerate(fresh.values(), start=1)])
+            for (topic, partition), next_offset in sorted(offsets.items()):
+                done = conn.execute(sa.update(OFFSETS).where(
+                    OFFSETS.c.topic == topic, OFFSETS.c.partition == partition)
+                    .values(next_offset=next_offset))
+                if done.rowcount == 0:
+                    conn.execute(sa.insert(OFFSETS).values(topic=topic, partition=partition,
+                                                           next_offset=next_offset))
+        return len(fresh)
+
+    def set_status(self, alert_id: str, status: str, note: str | None = None) -> StoredAlert:
+        """Set an alert's status (and note, when given), recorded in its history."""
+        if status not in STATUSES:
+            raise ConfigError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        found = self.get(alert_id)
+        if found is None:
+            raise AlertStoreError(f"no alert {alert_id!r} in {self.shown}; see `chainwatch "
+                                  "alerts list`")
+        now = time.time()
+        values: dict[str, Any] = {"status": status, "status_updated_at": now}
+        if note is not None:
+            values["note"] = note
+        with self._errors("write"), self._engine.begin() as conn:
+            conn.execute(sa.update(ALERTS).where(ALERTS.c.alert_id == found.alert_id)
+                         .values(**values))
+            conn.execute(sa.insert(HISTORY).values(alert_id=found.alert_id, status=status,
+                                                   note=note, at=now))
+        updated = self.get(found.alert_id)
+        assert updated is not None
+        return updated
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def offsets(self) -> dict[tuple[str, int], int]:
+        """``(topic, partition) -> next offset`` of the input the stored alerts cover."""
+        with self._errors("read"), self._engine.connect() as conn:
+            rows = conn.execute(sa.select(OFFSETS.c.topic, OFFSETS.c.partition,
+                                          OFFSETS.c.next_offset)).all()
+        return {(topic, partition): offset for topic, partition, offset in rows}
+
+    def count(self) -> int:
+        with self._errors("read"), self._engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(ALERTS)).scalar()
+                       or 0)
+
+    def query(self, *, types: Sequence[str] = (), subjects: Sequence[str] = (),
+              severities: Sequence[str] = (), statuses: Sequence[str] = (),
+              since: float | None = None, until: float | None = None,
+              limit: int | None = None, after_seq: int | None = None,
+              newest_first: bool = True) -> list[StoredAlert]:
+        """Alerts matching every filter given (each a set of allowed values; ``since`` and
+        ``until`` bound ``detected_at``, inclusive), by ``seq``: newest first by default."""
+        q = sa.select(ALERTS)
+        for column, allowed in ((ALERTS.c.type, types), (ALERTS.c.subject, subjects),
+                                (ALERTS.c.severity, severities), (ALERTS.c.status, statuses)):
+            if allowed:
+                q = q.where(column.in_(list(allowed)))
+        if since is not None:
+            q = q.where(ALERTS.c.detected_at >= since)
+        if until is not None:
+            q = q.where(ALERTS.c.detected_at <= until)
+        if after_seq is not None:
+            q = q.where(ALERTS.c.seq > after_seq)
+        q = q.order_by(ALERTS.c.seq.desc() if newest_first else ALERTS.c.seq)
+        if limit is not None:
+            q = q.limit(limit)
+        with self._errors("read"), self._engine.connect() as conn:
+            return [_stored(row) for row in conn.execute(q).mappings()]
+
+    def get(self, alert_id: str) -> StoredAlert | None:
+        """The alert with this id, or with the one id that starts with it (None if none);
+        AlertStoreError if the prefix is ambiguous."""
+        with self._errors("read"), self._engine.connect() as conn:
+            row = conn.execute(sa.select(ALERTS).where(ALERTS.c.alert_id == alert_id)) \
+                .mappings().first()
+            if row is None and alert_id:
+                rows = conn.execute(sa.select(ALERTS).where(
+                    ALERTS.c.alert_id.startswith(alert_id, autoescape=True)).limit(2)) \
+                    .mappings().all()
+                if len(rows) > 1:
+                    raise AlertStoreError(f"{alert_id!r} is the start of more than one alert "
+                                          "id; give more of it")
+                row = rows[0] if rows else None
+        return None if row is None else _stored(row)
+
+    def history(self, alert_id: str) -> list[StatusChange]:
+        """The status changes of an alert, oldest first."""
+        with self._errors("read"), self._engine.connect() as conn:
+            rows = conn.execute(sa.select(HISTORY.c.status, HISTORY.c.note, HISTORY.c.at)
+                                .where(HISTORY.c.alert_id == alert_id)
+                                .order_by(HISTORY.c.id)).all()
+        return [StatusChange(status, note, at) for status, note, at in rows]
+
+
+def _engine_options(backend: str) -> dict[str, Any]:
+    if backend == "sqlite":
+        return {"connect_args": {"timeout": 30}}
+    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers beside the writer
+        cursor.execute("PRAGMA synchronous=NORMAL")  # a killed process loses no commit
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def _lock(conn: Connection) -> None:
+    """The writers' lock, until the transaction ends (see the module docstring)."""
+    conn.execute(sa.update(META).where(META.c.key == "writer").values(value=META.c.value))
+
+
+def _row(item: Incoming, seq: int, now: float) -> dict[str, Any]:
+    a = item.alert
+    source = a.source
+    partition, offset = source.get("partition"), source.get("offset")
+    return {
+        "alert_id": a.alert_id, "seq": seq, "type": a.type, "severity": a.severity,
+        "score": float(a.score), "subject": a.subject, "detector": a.detector,
+        "model_version": a.model_version, "event_time": a.event_time,
+        "detected_at": a.detected_at, "stored_at": now,
+        "source_topic": source.get("topic") if isinstance(source.get("topic"), str) else None,
+        "source_partition": partition if type(partition) is int else None,
+        "source_offset": offset if type(offset) is int else None,
+        "raw": item.raw.decode("utf-8"), "status": "new", "note": None,
+        "status_updated_at": None,
+    }
+
+
+def _stored(row: sa.RowMapping) -> StoredAlert:
+    raw = str(row["raw"]).encode("utf-8")
+    return StoredAlert(seq=int(row["seq"]), alert=Alert.from_json(raw), raw=raw,
+                       status=str(row["status"]), note=row["note"],
+                       status_updated_at=row["status_updated_at"],
+                       stored_at=float(row["stored_at"]))

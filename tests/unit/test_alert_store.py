@@ -1,0 +1,222 @@
+"""The alert store's suite, run on each backend: SQLite, and a real PostgreSQL server.
+
+The "postgresql" backend takes its server from the session fixture ``postgresql_url``
+(tests/postgres.py); each test gets its own schema there, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from pipeline.alert_store import FORMAT, AlertStore, AlertStoreError, Incoming, store_url
+from pipeline.alerts import Alert
+from pipeline.errors import ConfigError, RecordError
+from tests.helpers import make_alert
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def alert_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty alert store on each backend."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "store" / "alerts.db")
+        return
+    base = store_url(request.getfixturevalue("postgresql_url"))
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(base)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        engine.dispose()
+
+
+@pytest.fixture
+def store(alert_store_url: str) -> Iterator[AlertStore]:
+    with AlertStore.open(alert_store_url) as opened:
+        yield opened
+
+
+def alert(i: int, **changes: object) -> Alert:
+    """``make_alert(i)`` with some fields changed (the id stays that of ``make_alert(i)``)."""
+    return dataclasses.replace(make_alert(i), **changes)  # type: ignore[arg-type]
+
+
+def test_add_is_idempotent_on_alert_id_and_the_first_copy_wins(store: AlertStore) -> None:
+    first = alert(1)
+    other_bytes = alert(1, score=0.5)  # same id, other content: the stored copy stays
+    assert store.add([first, alert(2), first], {}) == 2
+    assert store.add([other_bytes, alert(2), alert(3)], {}) == 1
+    assert store.count() == 3
+    got = store.get(first.alert_id)
+    assert got is not None and got.alert == first and got.raw == first.to_json()
+
+
+def test_offsets_are_written_with_the_alerts_in_one_transaction(store: AlertStore) -> None:
+    assert store.offsets() == {}
+    store.add([alert(1)], {("alerts", 0): 5, ("alerts", 1): 2})
+    store.add([], {("alerts", 1): 9})  # offsets advance with no new alert (a bad message)
+    assert store.offsets() == {("alerts", 0): 5, ("alerts", 1): 9}
+    bad = alert(2, evidence={"x": object()})  # cannot be encoded: the batch fails whole
+    with pytest.raises(TypeError):
+        store.add([alert(3), bad], {("alerts", 0): 99})
+    assert store.offsets() == {("alerts", 0): 5, ("alerts", 1): 9}
+    assert store.get(alert(3).alert_id) is None and store.count() == 1
+
+
+def test_a_failed_transaction_rolls_back_alerts_and_offsets(store: AlertStore,
+                                                            alert_store_url: str) -> None:
+    """A write that fails in the database (here: a row too big for a column on PostgreSQL,
+    a trigger on SQLite) leaves neither the alerts nor the offsets of its batch."""
+    engine = sa.create_engine(store_url(alert_store_url))
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON alert_offsets "
+                                 "WHEN NEW.partition = 7 BEGIN SELECT RAISE(ABORT, 'no'); END")
+        else:
+            conn.exec_driver_sql("ALTER TABLE alert_offsets ADD CONSTRAINT refuse "
+                                 "CHECK (partition <> 7)")
+    engine.dispose()
+    with pytest.raises(AlertStoreError, match="cannot write the alert store"):
+        store.add([alert(1)], {("alerts", 0): 1, ("alerts", 7): 1})
+    assert store.count() == 0 and store.offsets() == {}
+
+
+def test_json_round_trip_is_byte_exact(store: AlertStore) -> None:
+    a = Alert.build(type="pump_and_dump", severity="critical", score=0.123456789,
+                    subject="0x" + "ab" * 20, detector="pump_phase", model_version="2",
+                    evidence={"return_10": 0.41, "nested": {"k": [1, 2.5, "é"]}},
+                    source={"topic": "chain.dex", "partition": 3, "offset": 2**40,
+                            "item_ids": ["log_1", "log_2"]},
+                    event_time=1_700_000_000, detected_at=1_700_000_012,
+                    addresses=("0x1", "0x2"), labels={"block_number": 42})
+    wire = a.to_json()
+    store.add([Incoming.parse(wire)], {})
+    got = store.get(a.alert_id)
+    assert got is not None
+    assert got.raw == wire and got.alert == a and got.alert.to_json() == wire
+    assert got.to_json_dict()["status"] == "new" and got.to_json_dict()["seq"] == 1
+
+
+def test_filters_and_ordering(store: AlertStore) -> None:
+    alerts = [alert(i, type="rug_pull" if i % 2 else "wash_trading",
+                    severity="high" if i < 5 else "low", detected_at=100 + i) for i in range(10)]
+    store.add(alerts[:6], {})
+    store.add(alerts[6:], {})
+    ids = [a.alert_id for a in alerts]
+    assert [s.alert_id for s in store.query()] == ids[::-1]  # newest first
+    assert [s.seq for s in store.query(newest_first=False)] == list(range(1, 11))
+    assert [s.alert_id for s in store.query(limit=3)] == ids[:-4:-1]
+    assert {s.alert.type for s in store.query(types=["rug_pull"])} == {"rug_pull"}
+    assert len(store.query(types=["rug_pull"], severities=["low"])) == 3  # 5, 7, 9
+    assert [s.alert_id for s in store.query(subjects=[alerts[4].subject])] == [ids[4]]
+    assert [s.alert.detected_at for s in store.query(since=103, until=105,
+                                                     newest_first=False)] == [103, 104, 105]
+    assert [s.seq for s in store.query(after_seq=7, newest_first=False)] == [8, 9, 10]
+    store.set_status(ids[0], "confirmed")
+    assert [s.alert_id for s in store.query(statuses=["confirmed"])] == [ids[0]]
+    assert len(store.query(statuses=["new"])) == 9
+
+
+def test_get_by_unique_prefix(store: AlertStore) -> None:
+    alerts = [alert(i) for i in range(40)]
+    store.add(alerts, {})
+    a = alerts[7]
+    for prefix in (a.alert_id, a.alert_id[:12]):
+        got = store.get(prefix)
+        assert got is not None and got.alert_id == a.alert_id
+    assert store.get("zz") is None and store.get("%") is None
+    first = {x.alert_id[0] for x in alerts}
+    common = next(c for c in first if sum(x.alert_id[0] == c for x in alerts) > 1)
+    with pytest.raises(AlertStoreError, match="more than one"):
+        store.get(common)
+
+
+def test_set_status_keeps_a_history(store: AlertStore) -> None:
+    a = alert(1)
+    store.add([a], {})
+    acked = store.set_status(a.alert_id[:10], "acknowledged", "looking")
+    assert (acked.status, acked.note) == ("acknowledged", "looking")
+    assert acked.status_updated_at is not None
+    done = store.set_status(a.alert_id, "false_positive")  # no note: the old one stays
+    assert (done.status, done.note) == ("false_positive", "looking")
+    assert [(h.status, h.note) for h in store.history(a.alert_id)] == [
+        ("acknowledged", "looking"), ("false_positive", None)]
+    label = done.verdict_label()
+    assert label is not None and (label.subject, label.label, label.source) == \
+        (a.subject, 0, "analyst")
+    assert acked.verdict_label() is None
+    with pytest.raises(ConfigError, match="not one of"):
+        store.set_status(a.alert_id, "fraud")
+    with pytest.raises(AlertStoreError, match="no alert"):
+        store.set_status("nope", "confirmed")
+
+
+def test_reopening_keeps_everything(alert_store_url: str) -> None:
+    with AlertStore.open(alert_store_url) as store:
+        store.add([alert(1), alert(2)], {("alerts", 0): 2})
+    with AlertStore.open(alert_store_url, create=False) as store:
+        assert store.count() == 2 and store.offsets() == {("alerts", 0): 2}
+        store.add([alert(3)], {})
+        assert [s.seq for s in store.query(newest_first=False)] == [1, 2, 3]
+
+
+def test_incoming_parse_refuses_what_is_not_an_alert() -> None:
+    assert Incoming.parse(alert(1).to_json()).alert == alert(1)
+    for raw, code in ((b"nope", "not_json"), (b"[1]", "bad_type"),
+                      (b'{"alert_id": "x"}', "missing_field"),
+                      (alert(1).to_json()[:-1] + b',"extra":1}', "bad_value"),
+                      (alert(1).to_json().replace(b'"score":0.9', b'"score":"high"'),
+                       "bad_type")):
+        with pytest.raises(RecordError) as caught:
+            Incoming.parse(raw)
+        assert caught.value.code == code, raw
+
+
+def test_bad_urls_and_paths_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="scheme 'mysql' is not supported"):
+        AlertStore.open("mysql://u:secret@h/db")
+    with pytest.raises(ConfigError, match="is a directory"):
+        AlertStore.open(str(tmp_path))
+    with pytest.raises(AlertStoreError, match="no alert store at"):
+        AlertStore.open(str(tmp_path / "none.db"), create=False)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    with pytest.raises(AlertStoreError, match="not a chainwatch alert store"):
+        AlertStore.open(str(other))
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(AlertStoreError, match="cannot open the alert store"):
+        AlertStore.open(str(junk))
+    try:
+        AlertStore.open("mysql://u:secret@h/db")
+    except ConfigError as exc:
+        assert "secret" not in str(exc)
+
+
+def test_another_format_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.db"
+    AlertStore.open(str(path)).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alert_store_meta SET value = 'chainwatch-alerts/9' "
+                     "WHERE key = 'format'")
+    with pytest.raises(AlertStoreError, match=f"reads {FORMAT} only"):
+        AlertStore.open(str(path))
+
+
+def test_postgresql_urls_use_psycopg() -> None:
+    assert store_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert store_url("a/b.db") == "sqlite:///a/b.db"
+    assert store_url("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
