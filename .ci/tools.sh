@@ -6,6 +6,9 @@
 #                   deploy/docker-compose.yml without a Docker engine (Debian's
 #                   `docker-compose` package; a `docker compose` v2 plugin is used instead when
 #                   the machine already has one)
+#   PostgreSQL      the server binaries (initdb, pg_ctl, postgres, psql) from Debian's `postgresql`
+#                   package, under /usr/lib/postgresql/<version>/bin: tests/postgres.py starts a
+#                   throwaway cluster from them for the tests that need a real server
 #
 # Idempotent: installs only what is missing and says what it does. Uses sudo only when not
 # root and only when something has to be installed. Debian/Ubuntu (apt-get) only.
@@ -18,6 +21,25 @@ have_compose() {
         return 0
     fi
     command -v docker-compose >/dev/null 2>&1
+}
+
+# The directory holding initdb, pg_ctl, postgres and psql: that of the `postgres` on PATH,
+# else Debian's newest /usr/lib/postgresql/<version>/bin (tests/postgres.py looks the same way).
+postgres_bin_dir() {
+    local dir candidates=()
+    if command -v postgres >/dev/null 2>&1; then
+        candidates+=("$(dirname "$(readlink -f "$(command -v postgres)")")")
+    fi
+    mapfile -t -O "${#candidates[@]}" candidates \
+        < <(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r)
+    for dir in "${candidates[@]}"; do
+        if [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ] && [ -x "$dir/postgres" ] \
+                && [ -x "$dir/psql" ]; then
+            printf '%s\n' "$dir"
+            return 0
+        fi
+    done
+    return 1
 }
 
 missing=()
@@ -34,6 +56,11 @@ if have_compose; then
     fi
 else
     missing+=(docker-compose)
+fi
+if pg_bin=$(postgres_bin_dir); then
+    say "PostgreSQL server present: $("$pg_bin/postgres" --version 2>&1 | head -n 1) ($pg_bin)"
+else
+    missing+=(postgresql)
 fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
@@ -61,7 +88,10 @@ fi
 say "installing Debian packages: ${missing[*]}"
 # --no-install-recommends: promtool needs neither the exporters nor the web console packages.
 # DEBIAN_FRONTEND: no prompts. Where an init system runs, installing `prometheus` also
-# enables its service (listening on :9090); the checks need only the promtool binary.
+# enables its service (listening on :9090), and installing `postgresql` creates and starts
+# Debian's default cluster (on :5432); the checks need only the promtool binary and the tests
+# only PostgreSQL's binaries (they start their own cluster as the `postgres` user the package
+# creates).
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -71,4 +101,11 @@ if docker compose version >/dev/null 2>&1; then
     say "compose: $(docker compose version 2>&1 | head -n 1)"
 else
     say "compose: docker-compose $(docker-compose version --short 2>&1 | head -n 1)"
+fi
+if pg_bin=$(postgres_bin_dir); then
+    say "PostgreSQL server: $("$pg_bin/postgres" --version 2>&1 | head -n 1) ($pg_bin)"
+else
+    say "installed postgresql but found no initdb, pg_ctl, postgres and psql under" \
+        "/usr/lib/postgresql/*/bin"
+    exit 1
 fi

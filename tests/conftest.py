@@ -22,6 +22,9 @@ from kafka.admin import NewTopic
 from pipeline import clients
 from pipeline.settings import Settings, env_var
 
+# postgresql_url (session) and postgresql_db (per test): a real PostgreSQL server
+pytest_plugins = ["tests.postgres"]
+
 
 def _docker_available() -> bool:
     """Whether a Docker engine answers ``/_ping`` (without leaking the client's socket)."""
