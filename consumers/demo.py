@@ -1,13 +1,16 @@
-"""The embedded pipeline: broker, synthetic producer, scorer and auditor in one process.
+"""The embedded pipeline: broker, synthetic producer, scorer, auditor and alert sink in one
+process.
 
 ``chainwatch demo`` runs this: it starts a memory-backed local broker on a free port, creates
 the topics, streams a synthetic chain with one labelled campaign of each type into Kafka from
-a producer thread while the scorer consumes and alerts and the auditor appends every alert
-and checkpoint to a fresh audit log, reads the alerts back, grades them against the
-campaigns' ground truth, verifies the audit log, then stops the broker and summarises.
+a producer thread while the scorer consumes and alerts, the auditor appends every alert and
+checkpoint to a fresh audit log and the alert sink stores every alert in a fresh alert store,
+reads the alerts back, grades them against the campaigns' ground truth, verifies the audit
+log, then stops the broker and summarises.
 
-The audit log outlives the demo (``chainwatch audit verify --store …`` checks it later); a
-demo replaces the log a previous demo left at the same path, and keeps its signing key.
+The audit log and the alert store outlive the demo (``chainwatch audit verify --store …`` and
+``chainwatch alerts list --store …`` read them later); a demo replaces the log and the store
+a previous demo left at the same paths, and keeps the log's signing key.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from consumers.alert_sink import AlertSinkService
 from consumers.auditor import AuditorService
 from consumers.evaluate import headline, read_alerts
 from consumers.scorer import ScorerService
+from pipeline.alert_store import AlertStore
 from pipeline.audit import verify_store
 from pipeline.audit.trust import default_public_key_path
 from pipeline.broker import LocalBroker
@@ -54,6 +59,9 @@ class DemoResult:
     elapsed_s: float
     evaluation: dict[str, dict[str, Any]]
     audit: dict[str, Any]
+    alert_store: str = ""
+    alerts_stored: int = 0
+    alert_id_to_try: str = ""
 
     @property
     def events_per_s(self) -> float:
@@ -74,6 +82,9 @@ class DemoResult:
                                              "phases", "end_block")} for c in self.campaigns],
             "evaluation": self.evaluation,
             "audit": self.audit,
+            "alert_store": self.alert_store,
+            "alerts_stored": self.alerts_stored,
+            "alert_id_to_try": self.alert_id_to_try,
         }
 
 
@@ -117,6 +128,8 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
     started = time.monotonic()
     store = Path(settings.audit.store)
     _remove_log(store)  # a log's input offsets are for its broker's topics; this one is new
+    alert_store = Path(settings.alerts.store)
+    _remove_log(alert_store)  # so are the alert store's
     scored = threading.Event()
     with LocalBroker() as broker, tempfile.TemporaryDirectory(prefix="chainwatch-") as tmp:
         settings = settings.replace(bootstrap_servers=broker.bootstrap,
@@ -129,16 +142,11 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
                                heartbeat_interval_ms=500,
                                scorer_factory=functools.partial(Scorer, rules=rules))
         auditor = AuditorService(settings, stop=stop)
+        sink = AlertSinkService(settings, stop=stop)
+        sink.prepare()  # a store that cannot be made fails before the threads start
         audit_error: list[BaseException] = []
-
-        def audit() -> None:
-            try:
-                auditor.run(input_finished=scored.is_set)
-            except BaseException as exc:  # reported by the main thread
-                audit_error.append(exc)
-                stop.set()
-
-        auditing = threading.Thread(target=audit, name="chainwatch-auditor")
+        auditing = _follower(auditor, scored, stop, audit_error, "chainwatch-auditor")
+        sinking = _follower(sink, scored, stop, audit_error, "chainwatch-alert-sink")
         status = Progress(lambda: (
             f"demo: produced {producer.transactions + producer.dex_events:,} · scored "
             f"{scorer.stats.consumed:,} ({rate(scorer.stats.consumed, status.elapsed)}) · "
@@ -146,15 +154,18 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
         ticker = _Ticker(status, stop)
         producer.start()
         auditing.start()
+        sinking.start()
         ticker.start()
         try:
             stats = scorer.run(input_finished=producer.done.is_set)
-            scored.set()  # the auditor stops once it has read everything the scorer wrote
+            scored.set()  # auditor and sink stop once they have read all the scorer wrote
             auditing.join()
+            sinking.join()
         finally:
             stop.set()
             producer.join()
             auditing.join()
+            sinking.join()
             ticker.join()
         status.done()
         if producer.error is not None:
@@ -165,6 +176,7 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
     public_key = default_public_key_path(settings)
     verified = verify_store(store, public_key=public_key)
     report = evaluate_synthetic(alerts, chain.truth, stats.consumed)
+    stored, to_try = _alert_to_try(alert_store)
     return DemoResult(
         seed=seed, blocks=blocks, bootstrap=broker.bootstrap,
         events_produced=producer.transactions + producer.dex_events,
@@ -178,11 +190,37 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
         audit={"store": str(store), "tree_size": verified.size,
                "root": verified.root.hex() if verified.root else "",
                "verified": verified.ok, "public_key": str(public_key)},
+        alert_store=str(alert_store), alerts_stored=stored, alert_id_to_try=to_try,
     )
 
 
+def _follower(service: AuditorService | AlertSinkService, scored: threading.Event,
+              stop: threading.Event, errors: list[BaseException],
+              name: str) -> threading.Thread:
+    """A thread running ``service`` until it has read all the scorer wrote; an error it
+    raises is kept in ``errors`` (for the main thread) and stops the demo."""
+
+    def follow() -> None:
+        try:
+            service.run(input_finished=scored.is_set)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+            stop.set()
+
+    return threading.Thread(target=follow, name=name)
+
+
+def _alert_to_try(path: Path) -> tuple[int, str]:
+    """The alerts in the store, and one worth a look: the first pump-and-dump stored, else
+    the first alert ("" when there is none)."""
+    with AlertStore.open(str(path), create=False) as store:
+        first = store.query(types=["pump_and_dump"], newest_first=False, limit=1) or \
+            store.query(newest_first=False, limit=1)
+        return store.count(), first[0].alert_id if first else ""
+
+
 def _remove_log(store: Path) -> None:
-    """Delete the audit log at ``store`` and SQLite's side files (not the signing key)."""
+    """Delete the SQLite file at ``store`` and its side files (not a signing key)."""
     for path in (store, Path(f"{store}-wal"), Path(f"{store}-shm")):
         path.unlink(missing_ok=True)
 

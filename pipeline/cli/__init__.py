@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from pipeline import logs
 from pipeline.cli import (
+    alerts_cmd,
     audit_cmd,
     broker_cmd,
     demo_cmd,
@@ -36,6 +37,7 @@ EXAMPLES = """examples:
       --bootstrap 127.0.0.1:9092 --cursor uni.cursor
   chainwatch topics --bootstrap 127.0.0.1:9092   # create chainwatch's topics
   chainwatch audit verify                        # check the audit log, leaf by leaf
+  chainwatch alerts list --store chainwatch-data/demo/alerts.db   # the demo's alerts
   chainwatch detectors list --config chainwatch.toml   # the rules a scorer would run
 """
 
@@ -48,8 +50,8 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for module in (demo_cmd, produce_cmd, score_cmd, evaluate_cmd, audit_cmd, broker_cmd,
-                   topics_cmd, detectors_cmd):
+    for module in (demo_cmd, produce_cmd, score_cmd, evaluate_cmd, audit_cmd, alerts_cmd,
+                   broker_cmd, topics_cmd, detectors_cmd):
         module.add_parser(sub)
     return parser
 

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from pipeline.cli.common import (
+    add_check,
     add_common,
     load_settings,
     non_negative_int,
@@ -17,9 +18,10 @@ from pipeline.cli.common import (
 
 HELP = """\
 Start a local broker, stream a synthetic chain with one labelled campaign of each type into
-Kafka, score it online, write alerts to chainwatch.alerts, grade them against the campaigns'
-ground truth, stop the broker and print a
-summary. Live progress goes to stderr.
+Kafka, score it online, write alerts to chainwatch.alerts, keep them in an alert store
+(chainwatch-data/demo/alerts.db, for `chainwatch alerts`) and an audit log, grade them
+against the campaigns' ground truth, stop the broker and print a summary. Live progress goes
+to stderr.
 
 example:
   chainwatch demo --blocks 300 --seed 4242 --json
@@ -39,14 +41,20 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--audit-store", metavar="PATH", default="chainwatch-data/demo/audit.db",
                    help="where the demo's audit log goes; each demo replaces it, keeping "
                         "its signing key (default: chainwatch-data/demo/audit.db)")
+    p.add_argument("--alert-store", metavar="PATH", default="chainwatch-data/demo/alerts.db",
+                   help="the SQLite file the demo's alerts go to; each demo replaces it "
+                        "(default: chainwatch-data/demo/alerts.db)")
     add_common(p, bootstrap=False)
+    add_check(p, lambda args: "--alert-store takes a file path (the demo replaces the file)"
+              if "://" in args.alert_store else None)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from consumers.demo import run_demo
 
-    settings = load_settings(args, **{"audit.store": args.audit_store})
+    settings = load_settings(args, **{"audit.store": args.audit_store,
+                                      "alerts.store": args.alert_store})
     result = run_demo(settings, blocks=args.blocks, seed=args.seed,
                       progress=not args.quiet, stop=stop_on_signals())
     if args.json:
@@ -70,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
         f"  audit log        {result.audit['tree_size']:,} leaves in {result.audit['store']}"
         f", {'verified' if result.audit['verified'] else 'NOT VERIFIED'}; check it with "
         f"`chainwatch audit verify --store {result.audit['store']}`",
+        f"  alert store      {result.alerts_stored:,} alerts in {result.alert_store}; try "
+        f"`chainwatch alerts show {result.alert_id_to_try[:12]} --store {result.alert_store} "
+        f"--audit-store {result.audit['store']}`" if result.alert_id_to_try else
+        f"  alert store      {result.alerts_stored:,} alerts in {result.alert_store}",
         f"  broker           {result.bootstrap} (stopped)",
     ]
     sys.stdout.write("\n".join(lines) + "\n")

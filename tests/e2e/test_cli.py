@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.alert_store import AlertStore
 from pipeline.alerts import Alert
 from tests.conftest import CHAINWATCH
 
@@ -57,6 +58,12 @@ def test_demo_json_has_the_summary_and_leaves_no_broker() -> None:
     assert 0 <= pump["median_delay_blocks"] <= 10  # blocks after the pump began
     assert rug["recall"] >= 0.95 and abs(rug["median_delay_blocks"]) <= 1  # vs the drain
     assert "demo:" in result.stderr  # live progress went to stderr
+    assert summary["alert_store"] == "chainwatch-data/demo/alerts.db"  # kept for `alerts`
+    with AlertStore.open(summary["alert_store"], create=False) as store:
+        assert store.count() == summary["alerts_stored"] == sum(
+            summary["alerts_by_type"].values())
+        to_try = store.get(summary["alert_id_to_try"])
+        assert to_try is not None and to_try.alert_id == summary["alert_id_to_try"]
     port = summary["bootstrap"].rpartition(":")[2]
     time.sleep(0.5)
     assert tansu_processes(port) == set()
@@ -69,6 +76,7 @@ def test_demo_human_summary() -> None:
     assert result.returncode == 0, result.stderr
     assert "events scored" in result.stdout
     assert "alerts" in result.stdout
+    assert "chainwatch alerts show " in result.stdout  # an alert to try, and how
 
 
 def test_help_lists_working_subcommands_with_examples() -> None:
