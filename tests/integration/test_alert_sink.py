@@ -25,8 +25,11 @@ from pipeline.alerts import Alert
 from pipeline.dlq import decode_letter
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
+from tests.alert_backends import alert_store_url
 from tests.conftest import CHAINWATCH, cli_env, consume_all
 from tests.helpers import make_alert, sigkill
+
+__all__ = ["alert_store_url"]  # the fixture, imported
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +45,7 @@ def _send(producer: KafkaProducer, topic: str, alerts: list[Alert],
                                             meta.offset + 1)
 
 
-def _check_store(path: Path, alerts: dict[str, Alert],
+def _check_store(path: Path | str, alerts: dict[str, Alert],
                  ends: dict[tuple[str, int], int]) -> None:
     with AlertStore.open(str(path), create=False) as store:
         stored = store.query(newest_first=False)
@@ -53,10 +56,12 @@ def _check_store(path: Path, alerts: dict[str, Alert],
 
 
 def test_alerts_resent_and_malformed_are_stored_once(
-        settings: Settings, tmp_path: Path, producer_factory: Callable[..., KafkaProducer],
+        settings: Settings, alert_store_url: str,
+        producer_factory: Callable[..., KafkaProducer],
         consumer_factory: Callable[..., KafkaConsumer]) -> None:
-    path = tmp_path / "alerts.db"
-    run = settings.replace(alerts__store=str(path))
+    """On each backend: SQLite, and PostgreSQL."""
+    path = alert_store_url
+    run = settings.replace(alerts__store=path)
     ensure_topics(run)
     topic = run.topics.alerts
     producer = producer_factory()

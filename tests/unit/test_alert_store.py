@@ -8,38 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from pipeline.alert_store import FORMAT, AlertStore, AlertStoreError, Incoming, store_url
 from pipeline.alerts import Alert
 from pipeline.errors import ConfigError, RecordError
+from tests.alert_backends import alert_store_url
 from tests.helpers import make_alert
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def alert_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The URL of an empty alert store on each backend."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "store" / "alerts.db")
-        return
-    base = store_url(request.getfixturevalue("postgresql_url"))
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(base)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        engine.dispose()
+__all__ = ["alert_store_url"]  # the fixture, imported: every test here runs on each backend
 
 
 @pytest.fixture
