@@ -47,7 +47,7 @@ def export(alerts: Sequence[StoredAlert], fmt: str, out: Path) -> int:
     if fmt == "jsonl":
         with out.open("wb") as f:
             for stored in alerts:
-                f.write(orjson.dumps(stored.to_json_dict()) + b"\n")
+                f.write(stored.to_json_line() + b"\n")
     elif fmt == "csv":
         with out.open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)

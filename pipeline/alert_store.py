@@ -180,6 +180,10 @@ class StoredAlert:
             "status_updated_at": self.status_updated_at, "seq": self.seq,
             "stored_at": self.stored_at}
 
+    def to_json_line(self) -> bytes:
+        """:meth:`to_json_dict` as compact JSON, without a newline (``list --json``, JSONL)."""
+        return orjson.dumps(self.to_json_dict())
+
     def verdict_label(self) -> Label | None:
         """The label an analyst's verdict publishes (None for a status that is none):
         subject and partition key the alert's subject, stream time its ``labels.block_number``

@@ -215,7 +215,7 @@ def _table_lines(alerts: list[StoredAlert]) -> list[str]:
 def _print(alerts: list[StoredAlert], as_json: bool, header: bool = True) -> None:
     if as_json:
         for s in alerts:
-            sys.stdout.write(json.dumps(s.to_json_dict()) + "\n")
+            sys.stdout.write(s.to_json_line().decode() + "\n")
     else:
         lines = _table_lines(alerts)
         sys.stdout.write("\n".join(lines if header else lines[1:]) + "\n")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,15 @@ def test_list_json_prints_the_demos_alerts_newest_first(demo: dict[str, Any]) ->
     assert len(one.stdout.splitlines()) == 1
     none = run("alerts", "list", "--store", demo["store"], "--until", "0")
     assert none.returncode == 0 and none.stdout.startswith("no alerts match")
+    several = run("alerts", "list", "--store", demo["store"], "--json", "--severity",
+                  "high,critical", "--severity", "low")
+    assert {json.loads(line)["severity"] for line in several.stdout.splitlines()} <= \
+        {"high", "critical", "low"}
+    times = sorted(r["detected_at"] for r in rows)
+    window = run("alerts", "list", "--store", demo["store"], "--json", "--since",
+                 datetime.fromtimestamp(times[1], UTC).isoformat(), "--until", str(times[1]))
+    assert [json.loads(line)["detected_at"] for line in window.stdout.splitlines()] == \
+        [t for t in times if t == times[1]]
 
 
 def test_show_prints_evidence_records_and_a_verified_proof(demo: dict[str, Any]) -> None:
@@ -105,7 +115,9 @@ def test_export_writes_jsonl_csv_and_parquet(demo: dict[str, Any], tmp_path: Pat
                      demo["store"])
         assert result.returncode == 0, result.stderr
         assert f"{len(ids)} alerts to {out}" in result.stderr
-        if fmt == "jsonl":
+        if fmt == "jsonl":  # exactly what list --json prints
+            listed = run("alerts", "list", "--json", "--store", demo["store"]).stdout
+            assert sorted(out.read_text().splitlines()) == sorted(listed.splitlines())
             got = {json.loads(line)["alert_id"] for line in out.read_text().splitlines()}
         elif fmt == "csv":
             with out.open() as f:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
+from prometheus_client import REGISTRY
 
 from consumers.alert_sink import AlertSinkService
 from pipeline.alert_store import AlertStore
@@ -32,6 +33,8 @@ from tests.helpers import make_alert, sigkill
 __all__ = ["alert_store_url"]  # the fixture, imported
 
 pytestmark = pytest.mark.integration
+METRICS = ("chainwatch_alert_store_alerts_total", "chainwatch_alert_store_duplicates_total",
+           "chainwatch_alert_store_batch_seconds_count")
 
 
 def _send(producer: KafkaProducer, topic: str, alerts: list[Alert],
@@ -72,8 +75,11 @@ def test_alerts_resent_and_malformed_are_stored_once(
     bad = producer.send(topic, value=b'{"not": "an alert"}', key=b"x").get(timeout=10)
     ends[(topic, bad.partition)] = max(ends.get((topic, bad.partition), 0), bad.offset + 1)
 
+    before = {name: REGISTRY.get_sample_value(name) or 0.0 for name in METRICS}
     stats = AlertSinkService(run).run(input_finished=lambda: True)
     assert (stats.stored, stats.duplicates, stats.dead_lettered) == (250, 50, 1)
+    after = {name: REGISTRY.get_sample_value(name) or 0.0 for name in METRICS}
+    assert [after[n] - before[n] for n in METRICS] == [250, 50, stats.batches]
     alerts = {a.alert_id: a for a in (make_alert(i) for i in range(250))}
     _check_store(path, alerts, ends)
     letters = consume_all(consumer_factory(run.topics.dlq), 1)

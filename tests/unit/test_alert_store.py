@@ -201,3 +201,40 @@ def test_postgresql_urls_use_psycopg() -> None:
     assert store_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert store_url("a/b.db") == "sqlite:///a/b.db"
     assert store_url("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+
+
+def test_concurrent_writers_number_alerts_in_commit_order(alert_store_url: str) -> None:
+    """Writers take the lock before they number: seqs are 1..n with no gap, and each
+    batch's alerts are consecutive, so a reader following seq misses nothing."""
+    import threading
+
+    with AlertStore.open(alert_store_url):
+        pass  # tables made once, before the writers race
+
+    def write(worker: int) -> None:
+        with AlertStore.open(alert_store_url) as mine:
+            for b in range(8):
+                base = (worker * 8 + b) * 25
+                mine.add([alert(base + i) for i in range(25)], {("alerts", worker): b + 1})
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with AlertStore.open(alert_store_url) as store:
+        stored = store.query(newest_first=False)
+        assert [s.seq for s in stored] == list(range(1, 801))
+        batch_of = [int(s.alert.subject, 16) // 25 for s in stored]
+        assert all(batch_of[i] == batch_of[i - i % 25] for i in range(800))  # contiguous
+        assert store.offsets() == {("alerts", w): 8 for w in range(4)}
+
+
+def test_a_verdict_label_is_at_the_alerts_stream_time(store: AlertStore) -> None:
+    a = alert(1, labels={"block_number": 16_000_098})
+    store.add([a], {})
+    label = store.set_status(a.alert_id, "confirmed").verdict_label()
+    assert label is not None
+    assert (label.subject, label.label, label.source, label.block_number,
+            label.released_block, label.key) == (a.subject, 1, "analyst", 16_000_098,
+                                                 16_000_098, a.subject)
