@@ -8,7 +8,7 @@ One code path (SQLAlchemy Core) over two backends, chosen by ``alerts.store``:
   through psycopg 3.
 
 Tables (format :data:`FORMAT`, kept in ``alert_store_meta``; another format is refused with
-a message):
+a message; the layout is in :mod:`pipeline.alert_schema`):
 
 ``alerts``
     ``alert_id`` (primary key), ``seq`` (1, 2, 3, … in the order the alerts were stored:
@@ -52,108 +52,29 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, Self
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from pipeline.alerts import SEVERITIES, Alert
-from pipeline.errors import ChainwatchError, ConfigError, RecordError
+from pipeline.alert_schema import ALERTS, FORMAT, HISTORY, META, METADATA, OFFSETS, Incoming
+from pipeline.alerts import Alert
+from pipeline.errors import ChainwatchError, ConfigError
 from pipeline.records import Label
 
-FORMAT = "chainwatch-alerts/1"
+__all__ = ["FORMAT", "STATUSES", "VERDICTS", "AlertStore", "AlertStoreError", "Incoming",
+           "StatusChange", "StoredAlert", "store_url"]
+
 STATUSES = ("new", "acknowledged", "confirmed", "false_positive")
 VERDICTS = {"confirmed": 1, "false_positive": 0}
 """Statuses that are verdicts, and the label each one publishes (1 fraud, 0 legitimate)."""
 _CHUNK = 500  # ids per IN (...) look-up: far below every backend's parameter limit
-_FIELDS: dict[str, type | tuple[type, ...]] = {
-           "alert_id": str, "type": str, "severity": str, "score": (int, float),
-           "subject": str, "addresses": list, "evidence": dict, "detector": str,
-           "model_version": str, "source": dict, "event_time": int, "detected_at": int,
-           "labels": dict}
-
-_METADATA = sa.MetaData()
-ALERTS = sa.Table(
-    "alerts", _METADATA,
-    sa.Column("alert_id", sa.String(200), primary_key=True),
-    sa.Column("seq", sa.BigInteger, nullable=False, unique=True),
-    sa.Column("type", sa.String(100), nullable=False, index=True),
-    sa.Column("severity", sa.String(20), nullable=False),
-    sa.Column("score", sa.Float, nullable=False),
-    sa.Column("subject", sa.String(200), nullable=False, index=True),
-    sa.Column("detector", sa.String(200), nullable=False),
-    sa.Column("model_version", sa.String(100), nullable=False),
-    sa.Column("event_time", sa.BigInteger, nullable=False),
-    sa.Column("detected_at", sa.BigInteger, nullable=False, index=True),
-    sa.Column("stored_at", sa.Float, nullable=False),
-    sa.Column("source_topic", sa.String(250)),
-    sa.Column("source_partition", sa.Integer),
-    sa.Column("source_offset", sa.BigInteger),
-    sa.Column("raw", sa.Text, nullable=False),
-    sa.Column("status", sa.String(20), nullable=False, server_default="new"),
-    sa.Column("note", sa.Text),
-    sa.Column("status_updated_at", sa.Float),
-)
-OFFSETS = sa.Table(
-    "alert_offsets", _METADATA,
-    sa.Column("topic", sa.String(250), primary_key=True),
-    sa.Column("partition", sa.Integer, primary_key=True),
-    sa.Column("next_offset", sa.BigInteger, nullable=False),
-)
-HISTORY = sa.Table(
-    "status_history", _METADATA,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("alert_id", sa.String(200), sa.ForeignKey("alerts.alert_id"), nullable=False,
-              index=True),
-    sa.Column("status", sa.String(20), nullable=False),
-    sa.Column("note", sa.Text),
-    sa.Column("at", sa.Float, nullable=False),
-)
-META = sa.Table(
-    "alert_store_meta", _METADATA,
-    sa.Column("key", sa.String(50), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
 
 
 class AlertStoreError(ChainwatchError):
     """The alert store cannot be opened, read or written; the message says what to do."""
-
-
-class Incoming(NamedTuple):
-    """An alert as it arrived: its exact bytes, and the alert they hold."""
-
-    raw: bytes
-    alert: Alert
-
-    @classmethod
-    def parse(cls, raw: bytes) -> Incoming:
-        """Validate ``raw`` as an alert; RecordError (with a dead-letter code) if it is not."""
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise RecordError("not_json", f"alert is not JSON: {exc}") from None
-        if not isinstance(obj, dict):
-            raise RecordError("bad_type", f"alert must be a JSON object, not "
-                              f"{type(obj).__name__}")
-        obj.setdefault("labels", {})
-        if missing := sorted(set(_FIELDS) - set(obj)):
-            raise RecordError("missing_field", f"alert lacks the fields {missing}",
-                              field=missing[0])
-        if unknown := sorted(set(obj) - set(_FIELDS)):
-            raise RecordError("bad_value", f"alert has unknown fields {unknown}",
-                              field=unknown[0])
-        for name, kind in _FIELDS.items():
-            value = obj[name]
-            if not isinstance(value, kind) or isinstance(value, bool):
-                raise RecordError("bad_type", f"alert field {name!r} has the wrong type "
-                                  f"({type(value).__name__})", field=name, value=value)
-        if not 1 <= len(obj["alert_id"]) <= 200 or obj["severity"] not in SEVERITIES:
-            raise RecordError("bad_value", "alert_id must be 1-200 characters and severity "
-                              f"one of {SEVERITIES}", field="alert_id", value=obj["alert_id"])
-        return cls(raw, Alert.from_json(raw))
 
 
 @dataclass(frozen=True)
@@ -275,7 +196,7 @@ class AlertStore:
                     raise AlertStoreError(f"{self.shown} is not a chainwatch alert store (no "
                                           f"{META.name} table); check --store")
                 with self._engine.begin() as conn:
-                    _METADATA.create_all(conn)
+                    METADATA.create_all(conn)
                     conn.execute(sa.insert(META), [{"key": "format", "value": FORMAT},
                                                    {"key": "writer", "value": ""}])
             with self._engine.connect() as conn:
