@@ -155,3 +155,34 @@ def test_sigkills_of_the_sink_lose_and_duplicate_nothing(
     _check_store(path, sent, ends)
     logs = [p.read_text() for p in tmp_path.glob("sink-*.log")]
     assert not any("Traceback" in text for text in logs)
+
+
+def test_the_sink_serves_metrics_and_health(settings: Settings, tmp_path: Path,
+                                            producer_factory: Callable[..., KafkaProducer]) -> None:
+    from tests.conftest import free_port, http_get
+
+    path = tmp_path / "alerts.db"
+    run = settings.replace(alerts__store=str(path))
+    ensure_topics(run)
+    _send(producer_factory(), run.topics.alerts, [make_alert(i) for i in range(30)], {})
+    port = free_port()
+    proc = subprocess.Popen([CHAINWATCH, "alerts", "sink", "--store", str(path),
+                             "--metrics-port", str(port)], env=cli_env(run),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while http_get(base + "/readyz")[0] != 200 and time.monotonic() < deadline:
+            assert proc.poll() is None
+            time.sleep(0.1)
+        assert http_get(base + "/healthz")[0] == 200
+        status, body = http_get(base + "/readyz")
+        assert status == 200, body
+        metrics = http_get(base + "/metrics")[1]
+        assert "chainwatch_alert_store_alerts_total 30.0" in metrics
+        assert "chainwatch_alert_store_batch_seconds_count" in metrics
+    finally:
+        proc.terminate()  # SIGTERM: a clean stop
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert _count(path) == 30
