@@ -130,6 +130,29 @@ class Alerts:
 
 
 @dataclass(frozen=True)
+class Ui:
+    """The web view (``chainwatch ui``) and who may use it."""
+
+    host: str = "127.0.0.1"  # beyond loopback only with a token or a username and password
+    port: int = 8600
+    token: Secret = field(default_factory=lambda: Secret(""))  # a bearer token, when set
+    username: str = ""  # basic authentication, with password
+    password: Secret = field(default_factory=lambda: Secret(""))
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Webhook notifications of alerts (``chainwatch alerts notify``)."""
+
+    webhook_url: Secret = field(default_factory=lambda: Secret(""))  # a Slack URL is a secret
+    format: str = "json"  # json (the alert) or slack (a Slack-compatible message)
+    min_severity: str = "medium"  # info, low, medium, high or critical
+    retries: int = 5  # attempts after the first, with exponential backoff
+    backoff_ms: int = 500  # the first wait; doubled after each failed attempt
+    timeout_ms: int = 5000  # one attempt
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a chainwatch service needs to know about its surroundings."""
 
@@ -148,6 +171,8 @@ class Settings:
     storage: Storage = field(default_factory=Storage)
     audit: Audit = field(default_factory=Audit)
     alerts: Alerts = field(default_factory=Alerts)
+    ui: Ui = field(default_factory=Ui)
+    notify: Notify = field(default_factory=Notify)
     # the file's [detectors.NAME] tables, as written (pipeline.rules.RuleSet.load reads them)
     detectors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
@@ -311,13 +336,15 @@ class Settings:
 
 
 _NESTED: dict[str, type[Security] | type[Topics] | type[Partitions] | type[Storage]
-              | type[Audit] | type[Alerts]] = {
+              | type[Audit] | type[Alerts] | type[Ui] | type[Notify]] = {
     "security": Security,
     "topics": Topics,
     "partitions": Partitions,
     "storage": Storage,
     "audit": Audit,
     "alerts": Alerts,
+    "ui": Ui,
+    "notify": Notify,
 }
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
