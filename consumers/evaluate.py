@@ -25,8 +25,9 @@ alerts topic are compared with the ground truth by :mod:`pipeline.evaluation`:
   delay from the first pump trade, before the peak; false alerts in the 48 h lead-ins; La
   Morgia's chunk precision, recall and F1), in a ``tune`` and a ``report`` half.
 
-The report directory gets ``summary.json``, plots and ``report.html`` (``pumps`` adds
-``alerts.jsonl`` and ``pumps.csv``).
+The report directory gets ``summary.json``, plots, ``report.html``, ``alerts.jsonl`` and the
+run's alert store ``alerts.db`` (the alert sink's, for ``chainwatch alerts list --store``);
+``pumps`` adds ``pumps.csv``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from typing import Any
 import pandas as pd
 from kafka import TopicPartition
 
+from consumers.alert_sink import AlertSinkService
 from consumers.pump_report import write_pump_report
 from consumers.report import RiskReport, Timeline, write_report
 from consumers.scorer import ScorerService
@@ -204,10 +206,13 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
             stats = service.run(input_finished=lambda: True)
         status.done()
         alerts = read_alerts(settings, sum(stats.alerts_by_type.values()))
+        stored = _store_alerts(settings, out)
         dex = _read_dex(settings) if source.kind not in ("blte", "pumps") else []
         summary: dict[str, Any] = {"source": source.kind, "events": stats.consumed,
                                    "dead_lettered": stats.dead_lettered,
                                    "alerts_by_type": dict(sorted(stats.alerts_by_type.items())),
+                                   "alert_store": str(out / ALERT_STORE),
+                                   "alerts_stored": stored,
                                    "elapsed_s": round(time.monotonic() - started, 1)}
     if source.kind == "synth":
         summary |= {"seed": source.seed, "blocks": source.blocks,
@@ -446,6 +451,22 @@ def _produce(settings: Settings, source: EvalSource, progress: bool,
                       ReplayOptions(limit=source.limit, progress=progress),
                       label_delay_blocks=LABEL_DELAY_BLOCKS, stop=stop).run()
     return [], replay.records + replay.labels  # labels are consumed and counted too
+
+
+ALERT_STORE = "alerts.db"
+"""The alert store an evaluation leaves in its report directory (``chainwatch alerts list
+--store DIR/alerts.db``)."""
+
+
+def _store_alerts(settings: Settings, out: Path) -> int:
+    """Run the alert sink over the run's alerts topic into a fresh ``out/alerts.db``; the
+    number of alerts stored."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / ALERT_STORE
+    for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        stale.unlink(missing_ok=True)  # its offsets were for another run's broker
+    sink = AlertSinkService(settings.replace(alerts__store=str(path)))
+    return sink.run(input_finished=lambda: True).stored
 
 
 def read_alerts(settings: Settings, expected: int) -> list[Alert]:

@@ -167,6 +167,14 @@ def test_evaluate_synth_writes_a_report(tmp_path: Path) -> None:
     assert len(graded) == sum(summary["alerts_by_type"].values()) > 0
     assert Counter(a.type for a in graded) == summary["alerts_by_type"]
     assert [a.event_time for a in graded] == sorted(a.event_time for a in graded)
+    # the run's alerts are also in its alert store, as the alert sink keeps them
+    assert summary["alert_store"] == str(out / "alerts.db")
+    assert summary["alerts_stored"] == len(graded)
+    listed = run("alerts", "list", "--store", str(out / "alerts.db"), "--limit", "100000",
+                 "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(json.loads(line)["alert_id"] for line in listed.stdout.splitlines()) == \
+        sorted(a.alert_id for a in graded)
 
 
 def test_evaluate_blte_reports_prequential_auc(tmp_path: Path) -> None:
