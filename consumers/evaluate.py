@@ -221,8 +221,9 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
         summary["by_type"] = {k: headline(k, v) for k, v in report.items()}
         summary["detail"] = report
         write_report(out, f"chainwatch evaluation: synthetic seed {source.seed}", summary,
-                     alerts=alerts, scored=_scored_alerts(alerts, report), delays=_delays(report),
-                     timelines=_timelines(truth, dex, alerts))
+                     alerts=alerts, campaign_scored=_scored_alerts(alerts, report),
+                     delays=_delays(report), timelines=_timelines(truth, dex, alerts),
+                     hits=[h for metrics in report.values() for h in metrics.get("hits", [])])
     elif source.kind == "pumps":
         assert source.path is not None
         summary |= _pumps(out, source.path, alerts, recorded=recorded, rules=rules,
@@ -506,22 +507,28 @@ def _read(settings: Settings, topic: str, expected: int | None) -> list[bytes]:
         consumer.close()
 
 
-def _scored_alerts(alerts: list[Alert],
-                   report: dict[str, Any]) -> dict[str, list[tuple[float, int]]]:
-    """(score, matched a campaign) per alert type, for precision-recall curves."""
-    true_ids = {aid for metrics in report.values() for hit in metrics.get("hits", [])
-                for aid in hit.get("alert_ids", [])}
-    out: dict[str, list[tuple[float, int]]] = {}
-    for alert in alerts:
-        if alert.type in report and report[alert.type].get("campaigns"):
-            out.setdefault(alert.type, []).append((alert.score, int(alert.alert_id in true_ids)))
+def _scored_alerts(alerts: list[Alert], report: dict[str, Any]
+                   ) -> dict[str, tuple[list[tuple[float, str | None]], int]]:
+    """Per alert type with campaigns: (score, the campaign it matched or None) of each of its
+    alerts, and the number of campaigns: precision-recall as the table counts it."""
+    matched = {aid: hit["campaign_id"] for metrics in report.values()
+               for hit in metrics.get("hits", []) for aid in hit.get("alert_ids", [])}
+    out: dict[str, tuple[list[tuple[float, str | None]], int]] = {}
+    for kind, metrics in report.items():
+        if metrics.get("campaigns"):
+            out[kind] = ([(a.score, matched.get(a.alert_id)) for a in alerts if a.type == kind],
+                         metrics["campaigns"])
     return out
 
 
 def _delays(report: dict[str, Any]) -> dict[str, list[int]]:
-    return {kind: [h.get("delay_from_onset", h["delay_from_start"])
-                   for h in metrics.get("hits", []) if h["detected"]]
-            for kind, metrics in report.items()}
+    """Each detected campaign's delay from its type's reference phase: the table's median
+    is the median of these (see :data:`DELAY_REFERENCE`)."""
+    out: dict[str, list[int]] = {}
+    for kind, metrics in report.items():
+        key = DELAY_REFERENCE.get(kind, "median_delay_from_start").removeprefix("median_")
+        out[kind] = [h[key] for h in metrics.get("hits", []) if h["detected"] and key in h]
+    return out
 
 
 def _timelines(truth: list[dict[str, Any]], dex: list[DexEvent],

@@ -65,25 +65,60 @@ def pr_curve(scored: list[tuple[float, int]]) -> list[tuple[float, float]]:
     return points
 
 
+def campaign_pr_curve(scored: list[tuple[float, str | None]],
+                      campaigns: int) -> list[tuple[float, float]]:
+    """(recall, precision) at every score threshold of a type's alerts, from (score, the
+    campaign it matched or None): precision over the alerts at or above the threshold, recall
+    over the campaigns (those with a matched alert at or above it), as the summary table
+    counts them, so the curve's last point is the table's precision and recall.
+
+    >>> campaign_pr_curve([(0.9, "a"), (0.8, None), (0.7, "a"), (0.6, "b")], 4)
+    [(0.25, 1.0), (0.25, 0.5), (0.25, 0.6666666666666666), (0.5, 0.75)]
+    """
+    if not campaigns:
+        return []
+    points: list[tuple[float, float]] = []
+    seen: set[str] = set()
+    true = 0
+    for n, (_, campaign) in enumerate(sorted(scored, key=lambda p: -p[0]), start=1):
+        if campaign is not None:
+            true += 1
+            seen.add(campaign)
+        points.append((len(seen) / campaigns, true / n))
+    return points
+
+
 def write_report(directory: Path, title: str, summary: dict[str, Any], *,
                  alerts: list[Alert] | None = None,
                  scored: dict[str, list[tuple[float, int]]] | None = None,
+                 campaign_scored: dict[str, tuple[list[tuple[float, str | None]], int]]
+                 | None = None,
                  delays: dict[str, list[int]] | None = None,
+                 hits: list[dict[str, Any]] | None = None,
                  timelines: list[Timeline] | None = None,
                  risk: RiskReport | None = None) -> Path:
     """Write the report; returns the path of report.html. ``alerts`` (every alert graded) go
     to ``alerts.jsonl``, one alert's wire JSON a line in stream order, for anyone to
-    re-grade."""
+    re-grade. ``scored``: (score, label) pairs per model, for precision-recall over labels;
+    ``campaign_scored``: per alert type, (score, matched campaign) of its alerts and its
+    campaign count, for precision-recall as the summary counts it (:func:`campaign_pr_curve`);
+    ``delays``: per type, each detected campaign's delay from the type's reference phase (as
+    the table's median); ``hits``: the per-campaign hit list, shown as a table."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     ordered = sorted(alerts or [], key=lambda a: (a.event_time, a.alert_id))
     (directory / "alerts.jsonl").write_bytes(b"".join(a.to_json() + b"\n" for a in ordered))
     figures: list[tuple[str, str]] = []
-    if scored and any(pr_curve(pairs) for pairs in scored.values()):
-        figures.append(("precision_recall.png", "Precision-recall by detector"))
-        _plot_pr(directory / figures[-1][0], scored)
+    curves = {name: pr_curve(pairs) for name, pairs in (scored or {}).items()}
+    curves |= {name: campaign_pr_curve(pairs, n) for name, (pairs, n)
+               in (campaign_scored or {}).items()}
+    if any(curves.values()):
+        figures.append(("precision_recall.png", "Precision-recall by detector (recall over "
+                        "campaigns for alert types; the dot: the table's operating point)"))
+        _plot_pr(directory / figures[-1][0], curves)
     if delays and any(delays.values()):
-        figures.append(("detection_delay.png", "Detection delay (blocks)"))
+        figures.append(("detection_delay.png", "Detection delay of each detected campaign, "
+                        "in blocks from its type's reference phase (as in the table)"))
         _plot_delays(directory / figures[-1][0], delays)
     for i, timeline in enumerate(timelines or []):
         figures.append((f"timeline_{i + 1}.png", timeline.title))
@@ -92,7 +127,8 @@ def write_report(directory: Path, title: str, summary: dict[str, Any], *,
     if risk is not None:
         risk_figures = _risk_figures(directory, risk)
     page = directory / "report.html"
-    page.write_text(_html(title, summary, figures, risk, risk_figures), encoding="utf-8")
+    page.write_text(_html(title, summary, figures, risk=risk, risk_figures=risk_figures,
+                          hits=hits or []), encoding="utf-8")
     return page
 
 
@@ -150,13 +186,14 @@ def _risk_figures(directory: Path, risk: RiskReport) -> list[tuple[str, str]]:
     return figures
 
 
-def _plot_pr(path: Path, scored: dict[str, list[tuple[float, int]]]) -> None:
+def _plot_pr(path: Path, curves: dict[str, list[tuple[float, float]]]) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for name, pairs in sorted(scored.items()):
-        points = pr_curve(pairs)
+    for name, points in sorted(curves.items()):
         if points:
-            ax.plot([r for r, _ in points], [p for _, p in points], label=name)
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02))
+            line, = ax.plot([r for r, _ in points], [p for _, p in points], label=name)
+            ax.plot(*points[-1], "o", color=line.get_color())  # every alert: the table's
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.05),
+           title="Precision-recall as the score threshold falls")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
     fig.tight_layout()
@@ -167,8 +204,14 @@ def _plot_pr(path: Path, scored: dict[str, list[tuple[float, int]]]) -> None:
 def _plot_delays(path: Path, delays: dict[str, list[int]]) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     shown = {k: v for k, v in sorted(delays.items()) if v}
-    ax.hist(list(shown.values()), bins=20, label=list(shown), stacked=True)
-    ax.set(xlabel="blocks from the reference phase to the first alert", ylabel="campaigns")
+    low = min(min(v) for v in shown.values())
+    high = max(max(v) for v in shown.values())
+    edges = [x - 0.5 for x in range(low, high + 2)]  # one bar per block
+    ax.hist(list(shown.values()), bins=edges, label=[
+        f"{k} (median {statistics.median(v):g})" for k, v in shown.items()], stacked=True)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="blocks from the type's reference phase to the first alert",
+           ylabel="campaigns", title="Detection delay per detected campaign")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -264,9 +307,22 @@ def _risk_html(summary: dict[str, Any], risk: RiskReport,
             f"lead {_fmt(median)} h):</p>{share_table}{_figure_html(figures)}")
 
 
-def _html(title: str, summary: dict[str, Any], figures: list[tuple[str, str]],
+def _hits_html(hits: list[dict[str, Any]]) -> str:
+    """The per-campaign hit list as a table."""
+    if not hits:
+        return ""
+    columns = ("campaign_id", "type", "subject", "start_block", "end_block", "detected",
+               "alerts", "delay_from_start", "delay_from_onset", "delay_vs_move")
+    head = "".join(f"<th>{c}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(h.get(c)))}</td>" for c in columns)
+                   + "</tr>" for h in hits)
+    return f"<h2>Campaigns</h2><table><tr>{head}</tr>{body}</table>"
+
+
+def _html(title: str, summary: dict[str, Any], figures: list[tuple[str, str]], *,
           risk: RiskReport | None = None,
-          risk_figures: list[tuple[str, str]] | None = None) -> str:
+          risk_figures: list[tuple[str, str]] | None = None,
+          hits: list[dict[str, Any]] | None = None) -> str:
     rows = []
     for name, metrics in sorted(summary.get("by_type", {}).items()):
         cells = "".join(f"<td>{_fmt(metrics.get(k))}</td>" for k in _COLUMNS)
@@ -283,11 +339,13 @@ def _html(title: str, summary: dict[str, Any], figures: list[tuple[str, str]],
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}}
 figure{{display:inline-block;margin:1rem}}img{{max-width:28rem}}</style></head>
 <body><h1>{html.escape(title)}</h1>{table}<ul>{notes}</ul>{images}{risk_part}
+{_hits_html(hits or [])}
 <p>Full figures in <a href="summary.json">summary.json</a>.</p></body></html>
 """
 
 
-_COLUMNS = ("precision", "recall", "f1", "median_delay_blocks", "alerts", "campaigns")
+_COLUMNS = ("precision", "recall", "f1", "median_delay_blocks", "delay_reference",
+            "false_per_10k", "alerts", "campaigns")
 
 
 def _fmt(value: Any) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import random
+import statistics
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -120,3 +122,33 @@ def test_a_pool_without_a_weth_side_has_no_crash() -> None:
                        reserve0=10**24, reserve1=r * 10**18)
               for b, r in enumerate([50, 50, 1, 1], start=1)]
     assert crash_events(events) == []
+
+
+def test_the_report_plots_what_its_table_says(tmp_path: Path) -> None:
+    """The delay histogram counts each type from the table's reference phase, the PR curve's
+    last point is the table's precision and recall (recall over campaigns, not alerts), and
+    the page lists every campaign."""
+    from consumers.evaluate import _delays, _scored_alerts, headline
+    from consumers.report import campaign_pr_curve, write_report
+
+    rug = {"campaign_id": "r-0", "type": "rug_pull", "subject": OTHER, "participants": [],
+           "start_block": 200, "end_block": 230,
+           "phases": {"launch": 200, "hype": 205, "drain": 226}}
+    alerts = [_alert("pump_and_dump", POOL, 127, "a"), _alert("pump_and_dump", POOL, 130, "b"),
+              _alert("pump_and_dump", OTHER, 127, "c"), _alert("rug_pull", OTHER, 226, "d")]
+    report = evaluate_synthetic(alerts, [PUMP, ANOMALY, rug], events=20_000)
+    delays = _delays(report)
+    for kind in ("pump_and_dump", "rug_pull"):
+        assert statistics.median(delays[kind]) == headline(kind, report[kind])[
+            "median_delay_blocks"]
+    assert delays["rug_pull"] == [0]  # in the drain's block, not 26 blocks after the launch
+    scored = _scored_alerts(alerts, report)
+    assert scored["anomalous_transfer"] == ([], 1)  # campaigns, no alerts: no curve
+    for kind in ("pump_and_dump", "rug_pull"):
+        last = campaign_pr_curve(*scored[kind])[-1]
+        assert last == (report[kind]["recall"], report[kind]["precision"]), kind
+    page = write_report(tmp_path, "t", {"by_type": {k: headline(k, v) for k, v in
+                                                    report.items()}},
+                        hits=[h for m in report.values() for h in m.get("hits", [])])
+    text = page.read_text()
+    assert all(cid in text for cid in ("p-0", "a-0", "r-0")) and "false_per_10k" in text
