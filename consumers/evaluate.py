@@ -253,7 +253,8 @@ def run_evaluation(settings: Settings, source: EvalSource, out: Path, *,
             1 for a in alerts if a.type == "rug_pull" and a.subject not in priced)
         risk = _risk(summary, recorded, dex, alerts, source.path)
         write_report(out, "chainwatch evaluation: Uniswap-V2 2021 replay", summary,
-                     alerts=alerts, risk=risk)
+                     alerts=alerts, risk=risk, event_delays={
+                         "rug_pull": summary["by_type"]["rug_pull"]["delays_vs_event"]})
     return summary
 
 

@@ -95,6 +95,7 @@ def write_report(directory: Path, title: str, summary: dict[str, Any], *,
                  | None = None,
                  delays: dict[str, list[int]] | None = None,
                  hits: list[dict[str, Any]] | None = None,
+                 event_delays: dict[str, list[int]] | None = None,
                  timelines: list[Timeline] | None = None,
                  risk: RiskReport | None = None) -> Path:
     """Write the report; returns the path of report.html. ``alerts`` (every alert graded) go
@@ -103,7 +104,9 @@ def write_report(directory: Path, title: str, summary: dict[str, Any], *,
     ``campaign_scored``: per alert type, (score, matched campaign) of its alerts and its
     campaign count, for precision-recall as the summary counts it (:func:`campaign_pr_curve`);
     ``delays``: per type, each detected campaign's delay from the type's reference phase (as
-    the table's median); ``hits``: the per-campaign hit list, shown as a table."""
+    the table's median); ``hits``: the per-campaign hit list, shown as a table;
+    ``event_delays``: per alert type, each detected event's first alert block - the event's
+    block (replayed data, :func:`~pipeline.evaluation.evaluate_events`)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     ordered = sorted(alerts or [], key=lambda a: (a.event_time, a.alert_id))
@@ -116,6 +119,17 @@ def write_report(directory: Path, title: str, summary: dict[str, Any], *,
         figures.append(("precision_recall.png", "Precision-recall by detector (recall over "
                         "campaigns for alert types; the dot: the table's operating point)"))
         _plot_pr(directory / figures[-1][0], curves)
+    labelled = {name: pairs for name, pairs in (scored or {}).items() if roc_points(pairs)}
+    if labelled:
+        figures.append(("roc.png", "ROC of " + ", ".join(labelled) + " (the AUC as in the "
+                        "table)"))
+        _plot_roc(directory / figures[-1][0], labelled, "ROC of " + ", ".join(labelled))
+    for kind, values in sorted((event_delays or {}).items()):
+        if values:
+            figures.append((f"{kind}_delay.png", f"{kind}: first alert - event block for each "
+                            f"of the {len(values)} detected events, median "
+                            f"{statistics.median(values):g} (as in the table)"))
+            _plot_event_delays(directory / figures[-1][0], kind, values)
     if delays and any(delays.values()):
         figures.append(("detection_delay.png", "Detection delay of each detected campaign, "
                         "in blocks from its type's reference phase (as in the table)"))
@@ -152,7 +166,8 @@ def _risk_figures(directory: Path, risk: RiskReport) -> list[tuple[str, str]]:
         ax.bar(list(LEAD_BANDS), counts)
         for i, n in enumerate(counts):
             ax.annotate(str(n), (i, n), ha="center", va="bottom", fontsize=8)
-        ax.set(xlabel="time from the first alert to the event", ylabel="pools")
+        ax.set(xlabel="time from the first alert to the event", ylabel="pools",
+               title=f"{name}: lead time, {risk.half} half")
         fig.tight_layout()
         fig.savefig(directory / figures[-1][0], dpi=110)
         plt.close(fig)
@@ -161,29 +176,48 @@ def _risk_figures(directory: Path, risk: RiskReport) -> list[tuple[str, str]]:
         drawn = {k: v for k, v in curves.items() if roc_points(v)}
         if not drawn:
             continue
-        figures.append((f"{name}_roc_{prefix}.png",
-                        f"{name}: ROC {'by pool age' if group == 'age' else 'before the event'}"
-                        f" ({risk.half} half)"))
-        fig, ax = plt.subplots(figsize=(5.5, 5))
-        for label, pairs in drawn.items():
-            points = roc_points(pairs)
-            auc = roc_auc(pairs)
-            positives = sum(y for _, y in pairs)
-            ax.plot([x for x, _ in points], [y for _, y in points], drawstyle="steps-post",
-                    label=f"{label}: AUC {_fmt(auc)} ({positives}+ / "
-                          f"{len(pairs) - positives}-)")
-        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-        ax.set(xlabel="false-positive rate", ylabel="true-positive rate", xlim=(0, 1),
-               ylim=(0, 1.02))
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        fig.savefig(directory / figures[-1][0], dpi=110)
-        plt.close(fig)
+        what = "by pool age" if group == "age" else "before the event"
+        figures.append((f"{name}_roc_{prefix}.png", f"{name}: ROC {what} ({risk.half} half)"))
+        _plot_roc(directory / figures[-1][0], drawn, f"{name}: ROC {what}, {risk.half} half")
     for i, timeline in enumerate(risk.timelines):
         figures.append((f"{name}_timeline_{i + 1}.png", timeline.title))
         _plot_timeline(directory / figures[-1][0], timeline)
     return figures
+
+
+def _plot_roc(path: Path, curves: dict[str, list[tuple[float, int]]], title: str) -> None:
+    """ROC curves of (score, label) pairs, each labelled with its AUC and class counts."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for label, pairs in curves.items():
+        points = roc_points(pairs)
+        auc = roc_auc(pairs)
+        positives = sum(y for _, y in pairs)
+        ax.plot([x for x, _ in points], [y for _, y in points], drawstyle="steps-post",
+                label=f"{label}: AUC {_fmt(auc)} ({positives}+ / {len(pairs) - positives}-)")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="false-positive rate", ylabel="true-positive rate", xlim=(0, 1),
+           ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_event_delays(path: Path, kind: str, values: list[int]) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    low, high = min(values), max(values)
+    edges = [x - 0.5 for x in range(low, high + 2)] if high - low <= 60 else 40
+    ax.hist(values, bins=edges, color="tab:red")
+    ax.axvline(statistics.median(values), color="black", linestyle="--",
+               label=f"median {statistics.median(values):g}")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="blocks from the event to the first alert (< 0: before it)",
+           ylabel="events", title=f"{kind}: delay per detected event")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _plot_pr(path: Path, curves: dict[str, list[tuple[float, float]]]) -> None:

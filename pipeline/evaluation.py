@@ -264,7 +264,9 @@ def evaluate_events(alerts: Sequence[Alert], crashes: Sequence[CrashEvent],
                     types: tuple[str, ...] = ("rug_pull",), lead_blocks: int = 100,
                     grace: int = GRACE_BLOCKS) -> dict[str, Any]:
     """Alerts of ``types`` against crash events: an alert matches an event of its subject
-    pool when its block is within ``[block - lead_blocks, block + grace]``."""
+    pool when its block is within ``[block - lead_blocks, block + grace]``;
+    ``delays_vs_event`` lists, for each detected event, its first matching alert's block
+    minus the event's (negative: before it)."""
     typed = [a for a in alerts if a.type in types]
     by_pool: dict[str, list[CrashEvent]] = {}
     for crash in crashes:
@@ -285,4 +287,5 @@ def evaluate_events(alerts: Sequence[Alert], crashes: Sequence[CrashEvent],
     recall = _ratio(len(detected_pools), len(pools))
     return {"events": len(crashes), "pools": len(pools), "alerts": len(typed),
             "true_alerts": true, "precision": precision, "recall": recall,
-            "f1": _f1(precision, recall), "median_delay_vs_event": _median(delays)}
+            "f1": _f1(precision, recall), "median_delay_vs_event": _median(delays),
+            "delays_vs_event": sorted(delays)}

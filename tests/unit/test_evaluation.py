@@ -152,3 +152,17 @@ def test_the_report_plots_what_its_table_says(tmp_path: Path) -> None:
                         hits=[h for m in report.values() for h in m.get("hits", [])])
     text = page.read_text()
     assert all(cid in text for cid in ("p-0", "a-0", "r-0")) and "false_per_10k" in text
+
+
+def test_replay_reports_draw_roc_and_event_delays(tmp_path: Path) -> None:
+    """blte's labelled pairs get a ROC beside the PR curve, uniswap-v2's rug_pull alerts a
+    delay histogram against the events; captions give the table's figures."""
+    from consumers.report import write_report
+
+    pairs = [(0.9, 1), (0.8, 0), (0.7, 1), (0.1, 0)]
+    page = write_report(tmp_path, "t", {}, scored={"supervised": pairs},
+                        event_delays={"rug_pull": [-2, 0, 0, 1, 5]})
+    text = page.read_text()
+    for name in ("roc.png", "precision_recall.png", "rug_pull_delay.png"):
+        assert (tmp_path / name).stat().st_size > 0 and f'src="{name}"' in text
+    assert "5 detected events, median 0" in text
