@@ -80,6 +80,9 @@ def explain_pump(rule: Rule, event: Event, score: float) -> Finding:
         evidence["pump_probability"] = round(p, 6)
     evidence |= {"venue": record.venue, "market": record.market,
                  "timestamp_ms": record.timestamp}
+    if record.pool_address and record.transaction_hash and record.log_index is not None:
+        # a DEX swap read as a trade: name the swap's log, the record on chain.dex
+        return Finding(evidence, item_ids=[f"log_{record.transaction_hash}_{record.log_index}"])
     return Finding(evidence)
 
 
