@@ -9,6 +9,10 @@
 #   PostgreSQL      the server binaries (initdb, pg_ctl, postgres, psql) from Debian's `postgresql`
 #                   package, under /usr/lib/postgresql/<version>/bin: tests/postgres.py starts a
 #                   throwaway cluster from them for the tests that need a real server
+#   Chromium        Debian's `chromium` and `chromium-driver` (/usr/bin/chromium,
+#                   /usr/bin/chromedriver): tests/e2e/test_ui_browser.py drives the web view
+#                   (`chainwatch ui`) in headless Chromium through Selenium; no browser is
+#                   ever downloaded by a test tool
 #
 # Idempotent: installs only what is missing and says what it does. Uses sudo only when not
 # root and only when something has to be installed. Debian/Ubuntu (apt-get) only.
@@ -63,6 +67,13 @@ else
     missing+=(postgresql)
 fi
 
+if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    say "Chromium present: $(/usr/bin/chromium --version 2>/dev/null | head -n 1)," \
+        "$(/usr/bin/chromedriver --version 2>/dev/null | head -n 1)"
+else
+    missing+=(chromium chromium-driver)
+fi
+
 if [ "${#missing[@]}" -eq 0 ]; then
     say "nothing to install"
     exit 0
@@ -107,5 +118,13 @@ if pg_bin=$(postgres_bin_dir); then
 else
     say "installed postgresql but found no initdb, pg_ctl, postgres and psql under" \
         "/usr/lib/postgresql/*/bin"
+    exit 1
+fi
+if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    say "Chromium: $(/usr/bin/chromium --version 2>/dev/null | head -n 1)," \
+        "$(/usr/bin/chromedriver --version 2>/dev/null | head -n 1)"
+else
+    say "installed chromium and chromium-driver but found no /usr/bin/chromium and" \
+        "/usr/bin/chromedriver"
     exit 1
 fi

@@ -23,6 +23,7 @@ from pipeline.cli import (
     produce_cmd,
     score_cmd,
     topics_cmd,
+    ui_cmd,
 )
 from pipeline.cli.parser import Parser
 from pipeline.errors import ChainwatchError
@@ -51,7 +52,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for module in (demo_cmd, produce_cmd, score_cmd, evaluate_cmd, audit_cmd, alerts_cmd,
-                   broker_cmd, topics_cmd, detectors_cmd):
+                   broker_cmd, topics_cmd, detectors_cmd, ui_cmd):
         module.add_parser(sub)
     return parser
 
