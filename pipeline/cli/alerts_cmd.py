@@ -40,16 +40,20 @@ examples:
   chainwatch alerts show 3f2a91                              # evidence, history, audit proof
   chainwatch alerts export --format csv --out alerts.csv
   chainwatch alerts ack 3f2a91 --status confirmed --note "drained 40 ETH"
+  CHAINWATCH_NOTIFY_WEBHOOK_URL=https://hooks.slack.com/services/... \
+      chainwatch alerts notify --format slack --min-severity high   # alerts to a webhook
 """
 STORE_HELP = ("the alert store: a SQLite path, sqlite:///PATH or postgresql://USER@HOST/DB "
               "(default: setting alerts.store, chainwatch-data/alerts.db)")
 SEVERITIES = ("info", "low", "medium", "high", "critical")
+NOTIFY_FORMATS = ("json", "slack")
 ACK_STATUSES = ("acknowledged", "confirmed", "false_positive")
 STATUSES = ("new", *ACK_STATUSES)
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("alerts", help="the alert store: sink, list, tail, show, export, ack",
+    p = sub.add_parser("alerts", help="the alert store: sink, list, tail, show, export, ack; "
+                       "notify",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     cmds = p.add_subparsers(dest="alerts_command", metavar="ALERTS_COMMAND",
                             parser_class=type(p))
@@ -109,6 +113,8 @@ def add_parser(sub: Any) -> None:
     _store_args(e)
     e.set_defaults(run=run_export)
 
+    _notify_parser(cmds)
+
     a = cmds.add_parser("ack", help="set an alert's status; a verdict is published as a label",
                         description="Set an alert's status and note, kept with its history. "
                         "confirmed and false_positive also publish a label (1 and 0, source "
@@ -122,6 +128,39 @@ def add_parser(sub: Any) -> None:
     a.add_argument("--store", metavar="URL|PATH", help=STORE_HELP)
     add_common(a)
     a.set_defaults(run=run_ack)
+
+
+def _notify_parser(cmds: Any) -> None:
+    n = cmds.add_parser("notify", help="send alerts at or above a severity to a webhook",
+                        description="POST every alert of chainwatch.alerts at or above "
+                        "--min-severity to a webhook: the alert's JSON, or a Slack "
+                        "incoming-webhook message. Connection errors, timeouts, 429 and 5xx "
+                        "are retried with exponential backoff (Retry-After honoured); after "
+                        "the last retry, or on another 4xx, the alert goes to chainwatch.dlq "
+                        "and the service goes on. Offsets of consumer group --group are "
+                        "committed only past alerts delivered, filtered or dead-lettered: a "
+                        "restart may send the last few again (each request carries "
+                        "Idempotency-Key: ALERT_ID), never skips one. Stops on Ctrl-C or "
+                        "SIGTERM. With --metrics-port, serves /metrics, /healthz, /readyz.")
+    n.add_argument("--webhook-url", metavar="URL",
+                   help="the receiver's http(s) URL (default: setting notify.webhook_url; "
+                        "prefer $CHAINWATCH_NOTIFY_WEBHOOK_URL, which other users cannot see "
+                        "in the process list)")
+    n.add_argument("--format", choices=NOTIFY_FORMATS,
+                   help="json: the alert as it is on Kafka; slack: a Slack message "
+                        "(default: setting notify.format, json)")
+    n.add_argument("--min-severity", choices=SEVERITIES, metavar="LEVEL",
+                   help=f"send alerts of this severity and above: {', '.join(SEVERITIES)} "
+                        "(default: setting notify.min_severity, medium)")
+    n.add_argument("--group", default="chainwatch-notify", metavar="ID",
+                   help="the consumer group whose offsets hold the position (default "
+                        "chainwatch-notify; give each webhook its own)")
+    n.add_argument("--until-caught-up", action="store_true",
+                   help="exit once every partition is read to its end")
+    n.add_argument("--json", action="store_true", help="print a JSON summary on exit")
+    add_metrics_port(n)
+    add_common(n)
+    n.set_defaults(run=run_notify)
 
 
 def _store_args(p: argparse.ArgumentParser) -> None:
@@ -242,6 +281,36 @@ def run_sink(args: argparse.Namespace) -> int:
     else:
         announce(f"chainwatch alerts sink: stored {stats.stored:,} alerts "
                  f"({stats.duplicates:,} duplicates, {stats.dead_lettered:,} dead-lettered)")
+    return 0
+
+
+def run_notify(args: argparse.Namespace) -> int:
+    from consumers.notifier import NotifierService
+    from pipeline.logs import announce
+    from pipeline.webhooks import WebhookTarget
+
+    settings = load_settings(args, **{"notify.webhook_url": args.webhook_url,
+                                      "notify.format": args.format,
+                                      "notify.min_severity": args.min_severity})
+    target = WebhookTarget.from_settings(settings.notify)  # one line, before any Kafka work
+    service = NotifierService(settings, target, stop_on_signals(), group_id=args.group)
+    started = time.monotonic()
+    with serving(settings, service, "chainwatch alerts notify"):
+        announce(f"chainwatch alerts notify: {target.min_severity} alerts and above of "
+                 f"{settings.topics.alerts} on {settings.bootstrap_servers} to "
+                 f"{target.shown} as {target.format} (group {args.group}); Ctrl-C to stop")
+        stats = service.run(input_finished=(lambda: True) if args.until_caught_up else None)
+    summary = {"webhook": target.shown, "format": target.format, "group": args.group,
+               "consumed": stats.consumed, "delivered": stats.delivered,
+               "filtered": stats.filtered, "dead_lettered": stats.dead_lettered,
+               "retries": stats.retries, "attempts": stats.attempts,
+               "elapsed_s": round(time.monotonic() - started, 3)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        announce(f"chainwatch alerts notify: delivered {stats.delivered:,} alerts "
+                 f"({stats.filtered:,} below {target.min_severity}, {stats.dead_lettered:,} "
+                 f"dead-lettered, {stats.retries:,} retries)")
     return 0
 
 
