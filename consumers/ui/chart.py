@@ -18,6 +18,7 @@ from html import escape
 
 WIDTH, HEIGHT = 640, 220
 LEFT, RIGHT, TOP, BOTTOM = 56, 20, 16, 44
+PAD = 14  # between the plot's frame and its outermost points
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,10 @@ def timeline_svg(points: list[Point]) -> str:
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def x(at: int) -> float:
-        return LEFT + (plot_w / 2 if hi == lo else (at - lo) / span * plot_w)
+        return LEFT + PAD + (0.5 if hi == lo else (at - lo) / span) * (plot_w - 2 * PAD)
 
     def y(score: float) -> float:
-        return TOP + plot_h - max(score, 0.0) / top * plot_h
+        return TOP + plot_h - max(score, 0.0) / top * (plot_h - PAD)
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
              'role="img" aria-labelledby="chart-title chart-desc" class="chart">',
@@ -58,9 +59,11 @@ def timeline_svg(points: list[Point]) -> str:
                      'class="grid"/>')
         parts.append(f'<text x="{LEFT - 6}" y="{gy + 4:.1f}" text-anchor="end" '
                      f'class="tick">{frac * top:.2g}</text>')
-    parts.append(f'<text x="{LEFT}" y="{HEIGHT - 24}" class="tick">{escape(stamp(lo))}</text>')
-    parts.append(f'<text x="{LEFT + plot_w}" y="{HEIGHT - 24}" text-anchor="end" '
-                 f'class="tick">{escape(stamp(hi))}</text>')
+    parts.append(f'<text x="{x(lo):.1f}" y="{HEIGHT - 24}" class="tick" text-anchor='
+                 f'"{"middle" if hi == lo else "start"}">{escape(stamp(lo))}</text>')
+    if hi != lo:
+        parts.append(f'<text x="{x(hi):.1f}" y="{HEIGHT - 24}" text-anchor="end" '
+                     f'class="tick">{escape(stamp(hi))}</text>')
     parts.append(f'<text x="{LEFT + plot_w / 2}" y="{HEIGHT - 6}" text-anchor="middle" '
                  'class="axis">detected at (stream time, UTC)</text>')
     parts.append(f'<text transform="translate(14 {TOP + plot_h / 2}) rotate(-90)" '

@@ -50,6 +50,8 @@
     var empty = document.getElementById("empty");
     if (empty) { empty.remove(); }
     added += 1;
+    var count = document.getElementById("count");
+    if (count) { count.textContent = String(body.rows.length); }
     live.dataset.state = "live";
     live.textContent = "Live: " + added + " new alert" + (added === 1 ? "" : "s") +
       " since this page opened; newest: " + a.type + " (" + a.severity + ") on " + a.subject + ".";
