@@ -14,7 +14,7 @@ from kafka import KafkaProducer
 
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
-from tests.conftest import CHAINWATCH, cli_env, free_port, unique
+from tests.conftest import CHAINWATCH, cli_env, free_port, http_get, unique
 from tests.helpers import send_alerts
 from tests.webhook_server import Reply, WebhookServer
 
@@ -71,12 +71,23 @@ def test_a_run_delivers_and_a_sigterm_stops_it(
         keys = {r.headers["Idempotency-Key"] for r in server.requests}
         assert keys == {a.alert_id for a in alerts}
 
-        # the same group again, as a service: nothing new to send; SIGTERM stops it cleanly
-        proc = subprocess.Popen([CHAINWATCH, "alerts", "notify", "--group", group],
+        # the same group again, as a service: nothing new to send; it serves its metrics and
+        # health, and SIGTERM stops it cleanly
+        port = free_port()
+        proc = subprocess.Popen([CHAINWATCH, "alerts", "notify", "--group", group,
+                                 "--metrics-port", str(port)],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
-        time.sleep(4)
+        deadline = time.monotonic() + 60
+        ready = 0
+        while ready != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            ready, _ = http_get(f"http://127.0.0.1:{port}/readyz")
+        status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
         proc.send_signal(signal.SIGTERM)
+        assert ready == 200 and status == 200
+        assert "chainwatch_notify_deliveries_total" in metrics
+        assert "chainwatch_notify_delivery_seconds_bucket" in metrics
         _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "delivered 0 alerts" in err and SECRET not in err
