@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Sequence
 
 from pipeline import logs
@@ -72,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         logs.announce(f"chainwatch {args.command}: interrupted", logging.WARNING)
         return 130
+    except BrokenPipeError:  # `chainwatch alerts list --json | head`: the reader has had enough
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush stays quiet
+        return 141  # as a process killed by SIGPIPE
 
 
 def _version() -> str:

@@ -411,7 +411,8 @@ def run_export(args: argparse.Namespace) -> int:
     with _open(_settings(args)) as store:
         alerts = _query(store, args, args.limit)
     written = export(alerts, args.format, args.out)
-    announce(f"chainwatch alerts export: {written:,} alerts to {args.out} ({args.format})")
+    noun = "alert" if written == 1 else "alerts"
+    announce(f"chainwatch alerts export: {written:,} {noun} to {args.out} ({args.format})")
     return 0
 
 

@@ -75,6 +75,30 @@ def test_list_json_prints_the_demos_alerts_newest_first(demo: dict[str, Any]) ->
         [t for t in times if t == times[1]]
 
 
+def test_list_into_a_pipe_that_closes_early_is_quiet(tmp_path: Path) -> None:
+    """`chainwatch alerts list --json | head` on a big store: ten bytes out, no traceback."""
+    import shlex
+    import subprocess
+
+    from pipeline.alert_store import AlertStore
+    from pipeline.alerts import Alert
+    from tests.conftest import CHAINWATCH
+
+    path = tmp_path / "big.db"
+    store = AlertStore.open(str(path))
+    store.add([Alert.build(type="rug_pull", severity="high", score=0.9, subject=f"s{i}",
+                           detector="d", model_version="1", evidence={"i": i},
+                           source={"item_ids": [f"x{i}"]}, event_time=i, detected_at=i)
+               for i in range(5000)], {("chainwatch.alerts", 0): 5000})
+    store.close()
+    command = (f"{shlex.quote(CHAINWATCH)} alerts list --store {shlex.quote(str(path))} "
+               "--json --limit 100000 | head -c 10; exit ${PIPESTATUS[0]}")
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+    assert len(result.stdout) == 10 and result.returncode == 141
+
+
 def test_show_prints_evidence_records_and_a_verified_proof(demo: dict[str, Any]) -> None:
     alert_id = demo["alert_id_to_try"]
     result = run("alerts", "show", alert_id[:12], "--store", demo["store"],
