@@ -27,7 +27,8 @@ SOAK_ARGS ?= --fault-seed 1 --fault-kills 20 --fault-records 10000 --fault-flips
 soak: $(BIN)/.installed
 	$(BIN)/python -m pytest tests/reliability --timeout=0 -p no:cacheprovider $(SOAK_ARGS) $(PYTEST_ARGS)
 
-# prometheus + promtool and a Compose implementation, from Debian's packages if missing
+# prometheus + promtool, a Compose implementation, PostgreSQL's server, Chromium and its
+# driver (the UI's browser test), from Debian's packages if missing
 tools:
 	bash .ci/tools.sh
 
