@@ -27,10 +27,12 @@ from pipeline.audit import AuditLog, Leaf, Signer
 from pipeline.records import Label
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
+from tests.alert_backends import alert_store_url
 from tests.conftest import CHAINWATCH, cli_env, consume_all, free_port
 from tests.helpers import make_alert
 from tests.ui_server import call, get_json, ui_server
 
+__all__ = ["alert_store_url"]  # the fixture, imported
 pytestmark = pytest.mark.integration
 
 PUMP = Alert.build(type="pump_and_dump", severity="medium", score=0.6,
@@ -171,33 +173,58 @@ def test_without_kafka_the_status_is_kept_and_the_label_said_unpublished(world: 
         assert get_json(f"{url}/api/alerts/{PUMP.alert_id}")["status"] == "confirmed"
 
 
+def _stream_sends_new_alerts(store: str, url: str) -> None:
+    """New alerts added to ``store`` (two rug pulls, a pump between them) reach
+    ``/api/stream?type=rug_pull`` once each, within 2 s, the pump filtered out."""
+    events: list[dict[str, object]] = []
+
+    def listen() -> None:
+        request = urllib.request.Request(f"{url}/api/stream?type=rug_pull")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for line in response:
+                if line.startswith(b"data: "):
+                    events.append(json.loads(line[6:]))
+                    if len(events) == 2:
+                        return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(1.0)  # connected: the stream starts after the newest stored alert
+    fresh = [make_alert(7), dataclasses.replace(PUMP, subject="0xother", alert_id="p2"),
+             make_alert(8)]
+    started = time.monotonic()
+    with AlertStore.open(store, create=False) as opened:
+        opened.add(fresh, {})
+    listener.join(5)
+    assert not listener.is_alive(), events
+    assert time.monotonic() - started < 2.0
+    assert [e["alert_id"] for e in events] == [fresh[0].alert_id, fresh[2].alert_id]
+    assert [e["seq"] for e in events] == [5, 7]  # the pump alert (seq 6) filtered out
+
+
 def test_the_event_stream_sends_each_new_alert_once(world: World) -> None:
     with ui_server(world.store, *world.args(), env=_env()) as url:
-        events: list[dict[str, object]] = []
+        _stream_sends_new_alerts(str(world.store), url)
 
-        def listen() -> None:
-            request = urllib.request.Request(f"{url}/api/stream?type=rug_pull")
-            with urllib.request.urlopen(request, timeout=10) as response:
-                assert response.headers["content-type"].startswith("text/event-stream")
-                for line in response:
-                    if line.startswith(b"data: "):
-                        events.append(json.loads(line[6:]))
-                        if len(events) == 2:
-                            return
 
-        listener = threading.Thread(target=listen, daemon=True)
-        listener.start()
-        time.sleep(1.0)  # connected: the stream starts after the newest stored alert
-        fresh = [make_alert(7), dataclasses.replace(PUMP, subject="0xother", alert_id="p2"),
-                 make_alert(8)]
-        started = time.monotonic()
-        with AlertStore.open(str(world.store), create=False) as store:
-            store.add(fresh, {})
-        listener.join(5)
-        assert not listener.is_alive(), events
-        assert time.monotonic() - started < 2.0
-        assert [e["alert_id"] for e in events] == [fresh[0].alert_id, fresh[2].alert_id]
-        assert [e["seq"] for e in events] == [5, 7]  # the pump alert (seq 6) filtered out
+def test_on_each_backend_the_queue_status_and_stream_work(alert_store_url: str) -> None:
+    """SQLite and PostgreSQL: the same endpoints on a store of four alerts."""
+    alerts = [make_alert(0), make_alert(1), make_alert(2), PUMP]
+    with AlertStore.open(alert_store_url) as s:
+        s.add(alerts, {})
+    with ui_server(alert_store_url, env=_env()) as url:
+        assert [r["alert_id"] for r in get_json(f"{url}/api/alerts")] == [
+            a.alert_id for a in alerts[::-1]]
+        assert [r["alert_id"] for r in get_json(f"{url}/api/alerts?severity=medium")] == [
+            PUMP.alert_id]
+        status, _, body = call(f"{url}/api/alerts/{PUMP.alert_id}/status", "POST",
+                               {"status": "acknowledged", "note": "on it"})
+        assert status == 200 and json.loads(body)["status"] == "acknowledged", body
+        assert [r["alert_id"] for r in get_json(f"{url}/api/alerts?status=acknowledged")] \
+            == [PUMP.alert_id]
+        assert get_json(f"{url}/api/alerts/{PUMP.alert_id}")["audit"]["outcome"] == "no_log"
+        _stream_sends_new_alerts(alert_store_url, url)
 
 
 def test_a_token_is_required_and_enforced(world: World) -> None:
