@@ -34,14 +34,14 @@ from kafka.partitioner.default import murmur2  # noqa: E402
 from pipeline import codec  # noqa: E402
 from pipeline.pump_evaluation import (  # noqa: E402
     CHUNK_SIZES_S,
-    announced_ms,
+    add_chunk_scores,
     evaluate_pumps,
     split_pumps,
 )
-from pipeline.records import Label, Trade  # noqa: E402
+from pipeline.records import Trade  # noqa: E402
 from pipeline.rules import RuleSet  # noqa: E402
 from pipeline.scoring import Scorer  # noqa: E402
-from pipeline.scoring.trades import LABEL_SOURCE  # noqa: E402
+from producers.formats import PUMPS_FILE, load_pump_labels  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "pump-telegram-binance"
 PARTITIONS = 4
@@ -58,7 +58,7 @@ def wire_trades(trades: pd.DataFrame) -> list[bytes]:
             for pid, v, m, ms, s, p, a, q in zip(*columns, strict=True)]
 
 
-def run(wire: list[bytes], pumps: pd.DataFrame, trades: pd.DataFrame,
+def run(wire: list[bytes], path: Path, pumps: pd.DataFrame, trades: pd.DataFrame,
         rule: dict[str, Any]) -> tuple[dict[str, Any], float]:
     """Score the wire trades with ``rule`` as the pump_and_dump rule; (graded summary,
     trades/s of decoding and scoring)."""
@@ -69,11 +69,7 @@ def run(wire: list[bytes], pumps: pd.DataFrame, trades: pd.DataFrame,
         pump_rule = next(r for r in scorer.trades.rules if r.name == RULE)
         pump_rule.score_log = []
         logged.append(pump_rule)
-    starts = announced_ms(pumps)
-    for pump_id, start in zip(pumps["pump_id"], starts, strict=True):
-        second = int(start) // 1000
-        label = Label(subject=str(pump_id), label=1, source=LABEL_SOURCE, block_number=second,
-                      released_block=second + LABEL_DELAY_S, partition_key=str(pump_id))
+    for label in load_pump_labels(path / PUMPS_FILE, LABEL_DELAY_S):  # as the replay reads them
         scorers[_partition(label.key)].process(label, {})
     alerts: list[tuple[str, int, float, str]] = []
     chunks: dict[int, dict[tuple[str, int], float]] = {size: {} for size in CHUNK_SIZES_S}
@@ -89,11 +85,7 @@ def run(wire: list[bytes], pumps: pd.DataFrame, trades: pd.DataFrame,
                                alert.alert_id))
         log = logged[p].score_log
         assert log is not None
-        for stream, second, score in log:
-            for size, best in chunks.items():
-                key = (stream, second // size)
-                if score > best.get(key, -1.0):
-                    best[key] = score
+        add_chunk_scores(chunks, log)
         log.clear()
     rate = len(wire) / (time.perf_counter() - started)
     spec = next(s for s in rules.specs if s.name == RULE)
@@ -138,7 +130,7 @@ def main() -> None:
                     "threshold": 0.5, "cooldown_blocks": 100, "learn": "labels",
                     "drift": False} | base
             rule["params"] = dict(base.get("params", {})) | params
-        summary, rate = run(wire, pumps, trades, rule)
+        summary, rate = run(wire, args.path, pumps, trades, rule)
         if i == 0:
             print(f"in process: {rate:,.0f} trades/s (wire decode + every rule), "
                   f"{PARTITIONS} scorers")

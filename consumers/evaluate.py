@@ -67,7 +67,12 @@ from pipeline.evaluation import (
 )
 from pipeline.features.pools import WETH
 from pipeline.progress import Progress, rate
-from pipeline.pump_evaluation import CHUNK_SIZES_S, evaluate_pumps, split_pumps
+from pipeline.pump_evaluation import (
+    CHUNK_SIZES_S,
+    add_chunk_scores,
+    evaluate_pumps,
+    split_pumps,
+)
 from pipeline.records import ChainRecord, DexEvent, Label
 from pipeline.risk_evaluation import evaluate_risk, first_alerts, pool_outcomes, priced_weth_pools
 from pipeline.rules import Rule, RuleSet
@@ -151,15 +156,8 @@ class PrequentialLog:
                 rule.score_log.clear()
             pump = scorer.pump_rule
             if pump is not None and pump.score_log:
-                self._chunk(pump.score_log)
+                add_chunk_scores(self.pump_chunks, pump.score_log)
                 pump.score_log.clear()
-
-    def _chunk(self, log: list[tuple[str, int, float]]) -> None:
-        for size, chunks in self.pump_chunks.items():
-            for stream, second, score in log:
-                key = (stream, second // size)
-                if score > chunks.get(key, -1.0):
-                    chunks[key] = score
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
+from consumers.report import format_value
 from pipeline.pump_evaluation import HALVES, HOUR_MS, SLACK_MS, PumpAlert, announced_ms
 
 BEFORE_MS = 10 * 60_000
@@ -254,18 +255,10 @@ def _chunk_bars(path: Path, summary: Mapping[str, Any]) -> Figure:
     return Figure(path.name, caption, {"bars": heights})
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr><th>" + html.escape(_fmt(r[0])) + "</th>"
-                   + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r[1:]) + "</tr>"
+    body = "".join("<tr><th>" + html.escape(format_value(r[0])) + "</th>"
+                   + "".join(f"<td>{html.escape(format_value(v))}</td>" for v in r[1:]) + "</tr>"
                    for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
@@ -316,7 +309,7 @@ table{{border-collapse:collapse;font-size:.85rem}}td,th{{border:1px solid #ccc;p
 text-align:right}}.side{{display:flex;gap:1.5rem;align-items:flex-start;flex-wrap:wrap}}
 figure{{margin:1rem 0}}img{{max-width:40rem}}.wide img{{max-width:100%}}</style></head>
 <body><h1>pump_and_dump on announced pumps</h1>
-<p>Threshold {html.escape(_fmt(summary["threshold"]))}; {summary["all"]["pumps"]} pumps
+<p>Threshold {html.escape(format_value(summary["threshold"]))}; {summary["all"]["pumps"]} pumps
 ({summary["tune"]["pumps"]} tune, {summary["report"]["pumps"]} report);
 {summary["trades"]} trades. Definitions: {definition}.</p>
 <h2>Detection</h2><div class="side"><div>{goals}</div>{_figure(figures, "delays.png")}</div>

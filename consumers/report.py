@@ -193,7 +193,8 @@ def _plot_roc(path: Path, curves: dict[str, list[tuple[float, int]]], title: str
         auc = roc_auc(pairs)
         positives = sum(y for _, y in pairs)
         ax.plot([x for x, _ in points], [y for _, y in points], drawstyle="steps-post",
-                label=f"{label}: AUC {_fmt(auc)} ({positives}+ / {len(pairs) - positives}-)")
+                label=f"{label}: AUC {format_value(auc)} ({positives}+ / "
+                      f"{len(pairs) - positives}-)")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="false-positive rate", ylabel="true-positive rate", xlim=(0, 1),
            ylim=(0, 1.02), title=title)
@@ -316,7 +317,7 @@ def _risk_html(summary: dict[str, Any], risk: RiskReport,
     rows = []
     for group, label in (("by_age", "at pool age"), ("before_event", "before the event")):
         for horizon, metrics in part[group].items():
-            cells = "".join(f"<td>{_fmt(metrics.get(k))}</td>" for k in _RISK_AUC_COLUMNS)
+            cells = "".join(f"<td>{format_value(metrics.get(k))}</td>" for k in _RISK_AUC_COLUMNS)
             rows.append(f"<tr><th>{label} {html.escape(horizon)}</th>{cells}</tr>")
     auc_table = ("<table><tr><th>horizon</th>"
                  + "".join(f"<th>{c}</th>" for c in _RISK_AUC_COLUMNS) + "</tr>"
@@ -324,7 +325,7 @@ def _risk_html(summary: dict[str, Any], risk: RiskReport,
     halves = [h for h in ("tune", "report", "all") if h in section]
     share_rows = "".join(
         f"<tr><th>{html.escape(label)}</th>"
-        + "".join(f"<td>{_fmt(section[h]['alerts'].get(key))}</td>" for h in halves)
+        + "".join(f"<td>{format_value(section[h]['alerts'].get(key))}</td>" for h in halves)
         + "</tr>" for key, label in _RISK_SHARES)
     leads = part["alerts"].get("lead_blocks", [])
     share_rows += ("<tr><th>alerted at or before the event (lead-time histogram)</th>"
@@ -338,7 +339,7 @@ def _risk_html(summary: dict[str, Any], risk: RiskReport,
     return (f"<h2>{name}</h2><p>{html.escape(str(section.get('definition', '')))}</p>"
             f"<p>ROC-AUC and PR-AUC, {html.escape(risk.half)} half (the curves below):</p>"
             f"{auc_table}<p>Alerts ({html.escape(risk.half)} half in the plots; median "
-            f"lead {_fmt(median)} h):</p>{share_table}{_figure_html(figures)}")
+            f"lead {format_value(median)} h):</p>{share_table}{_figure_html(figures)}")
 
 
 def _hits_html(hits: list[dict[str, Any]]) -> str:
@@ -348,8 +349,8 @@ def _hits_html(hits: list[dict[str, Any]]) -> str:
     columns = ("campaign_id", "type", "subject", "start_block", "end_block", "detected",
                "alerts", "delay_from_start", "delay_from_onset", "delay_vs_move")
     head = "".join(f"<th>{c}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(h.get(c)))}</td>" for c in columns)
-                   + "</tr>" for h in hits)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(format_value(h.get(c)))}</td>"
+                                    for c in columns) + "</tr>" for h in hits)
     return f"<h2>Campaigns</h2><table><tr>{head}</tr>{body}</table>"
 
 
@@ -359,11 +360,11 @@ def _html(title: str, summary: dict[str, Any], figures: list[tuple[str, str]], *
           hits: list[dict[str, Any]] | None = None) -> str:
     rows = []
     for name, metrics in sorted(summary.get("by_type", {}).items()):
-        cells = "".join(f"<td>{_fmt(metrics.get(k))}</td>" for k in _COLUMNS)
+        cells = "".join(f"<td>{format_value(metrics.get(k))}</td>" for k in _COLUMNS)
         rows.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
     table = ("<table><tr><th>type</th>" + "".join(f"<th>{c}</th>" for c in _COLUMNS)
              + "</tr>" + "".join(rows) + "</table>") if rows else ""
-    notes = "".join(f"<li>{html.escape(str(k))}: {html.escape(_fmt(v))}</li>"
+    notes = "".join(f"<li>{html.escape(str(k))}: {html.escape(format_value(v))}</li>"
                     for k, v in sorted(summary.items()) if not isinstance(v, (dict, list)))
     images = _figure_html(figures)
     risk_part = _risk_html(summary, risk, risk_figures or []) if risk is not None else ""
@@ -382,7 +383,8 @@ _COLUMNS = ("precision", "recall", "f1", "median_delay_blocks", "delay_reference
             "false_per_10k", "alerts", "campaigns")
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A table cell: '-' for None, floats to three decimals."""
     if value is None:
         return "-"
     if isinstance(value, float):

@@ -6,6 +6,7 @@ format, which older stores are refused under (with a message), never read wrongl
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 import orjson
@@ -98,3 +99,19 @@ class Incoming(NamedTuple):
             raise RecordError("bad_value", "alert_id must be 1-200 characters and severity "
                               f"one of {SEVERITIES}", field="alert_id", value=obj["alert_id"])
         return cls(raw, Alert.from_json(raw))
+
+
+def point_in_time(text: str) -> float:
+    """Unix seconds from unix seconds or an ISO 8601 time (UTC unless it says otherwise): the
+    ``since`` / ``until`` of the store's queries, as the CLI and the web view take them.
+    ValueError, saying what is accepted, for anything else."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is neither unix seconds nor an ISO time such as "
+                         "2024-01-31T12:00:00Z") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()

@@ -310,6 +310,17 @@ def chunk_predictions(labels: pd.DataFrame, scores: Mapping[tuple[str, int], flo
     return predicted, scored, len(scores) - int(scored.sum())
 
 
+def add_chunk_scores(chunks: Mapping[int, dict[tuple[str, int], float]],
+                     log: Sequence[tuple[str, int, float]]) -> None:
+    """Fold a rule's score log, (stream, unix second, score) per trade, into ``chunks``:
+    chunk size S -> (stream, second // S) -> the highest score of the chunk so far."""
+    for size, best in chunks.items():
+        for stream, second, score in log:
+            key = (stream, second // size)
+            if score > best.get(key, -1.0):
+                best[key] = score
+
+
 def prf(tp: int, fp: int, fn: int) -> dict[str, float | None]:
     """Precision, recall and F1 (None where a denominator is zero).
 

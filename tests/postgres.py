@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import pwd
 import re
@@ -43,16 +42,17 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import pytest
+
+from pipeline.broker.processes import parent_death_hook
 
 DEBIAN_BIN_DIRS = "/usr/lib/postgresql/*/bin"
 SUPERUSER = "postgres"
@@ -61,7 +61,6 @@ DIR_PREFIX = "chainwatch-pg-"
 INSTALL_HINT = "run `bash .ci/tools.sh` (installs Debian's postgresql package)"
 _BINARIES = ("initdb", "pg_ctl", "postgres", "psql")
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _POLL_S = 0.02
 _BIND_FAILURES = ("could not bind", "could not create any TCP/IP sockets")
 
@@ -139,26 +138,6 @@ def unprivileged_user() -> RunAs | None:
 def _child_env() -> dict[str, str]:
     """This environment without PG* settings (PGDATA, PGHOST, ...), which would redirect us."""
     return {k: v for k, v in os.environ.items() if not k.startswith("PG")} | {"LC_ALL": "C"}
-
-
-def _parent_death_hook(sig: signal.Signals) -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to send ``sig`` to the child when this process dies.
-
-    subprocess runs it after the switch of user (``user=``), which clears the setting."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def hook() -> None:  # in the child, between fork and exec
-        prctl(_PR_SET_PDEATHSIG, int(sig))
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), sig)
-
-    return hook
 
 
 def _alive(pid: int) -> bool:
@@ -246,7 +225,7 @@ class PostgresServer:
                 env=_child_env(), cwd=self._dir(),
                 user=run_as.uid if run_as else None, group=run_as.gid if run_as else None,
                 extra_groups=[] if run_as else None, start_new_session=server,
-                preexec_fn=_parent_death_hook(signal.SIGQUIT) if server else None)  # noqa: PLW1509 - it only calls prctl
+                preexec_fn=parent_death_hook(signal.SIGQUIT) if server else None)  # noqa: PLW1509 - it only calls prctl
 
     def log_tail(self, lines: int = 8) -> str:
         try:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.alert_schema import point_in_time
 from pipeline.alert_store import STATUSES
 from pipeline.alerts import SEVERITIES
 from pipeline.errors import ChainwatchError
@@ -75,17 +75,10 @@ class Filters:
 def _moment(name: str, given: tuple[str, ...]) -> float | None:
     if not given:
         return None
-    text = given[0]
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise FilterError(f"{name} {text!r} is neither unix seconds nor an ISO time such as "
-                          "2024-01-31T12:00:00Z") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+        return point_in_time(given[0])
+    except ValueError as exc:
+        raise FilterError(f"{name} {exc}") from None
 
 
 def _limit(given: tuple[str, ...]) -> int:

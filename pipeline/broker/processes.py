@@ -120,8 +120,10 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _parent_death_hook() -> Callable[[], None] | None:
-    """On Linux, a preexec_fn that makes the child get SIGTERM when this process dies."""
+def parent_death_hook(sig: signal.Signals = signal.SIGTERM) -> Callable[[], None] | None:
+    """On Linux, a preexec_fn that makes the child get ``sig`` when this process dies
+    (subprocess runs it after a switch of user, which would clear the setting); None
+    elsewhere."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -131,9 +133,9 @@ def _parent_death_hook() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def hook() -> None:  # runs in the child, between fork and exec
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        prctl(_PR_SET_PDEATHSIG, int(sig))
         if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), sig)
 
     return hook
 
@@ -157,7 +159,7 @@ class Child:
                 process = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                     env=dict(env), cwd=cwd, start_new_session=True, pass_fds=pass_fds,
-                    preexec_fn=_parent_death_hook())  # noqa: PLW1509 - it only calls prctl
+                    preexec_fn=parent_death_hook())  # noqa: PLW1509 - it only calls prctl
             except OSError as exc:
                 raise BrokerError(f"cannot run {name} ({argv[0]}): {exc}; check that the "
                                   "binary exists and is executable") from exc

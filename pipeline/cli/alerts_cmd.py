@@ -170,18 +170,12 @@ def _store_args(p: argparse.ArgumentParser) -> None:
 
 def point_in_time(text: str) -> float:
     """An argparse type: unix seconds, or an ISO 8601 time (UTC unless it says otherwise)."""
+    from pipeline.alert_schema import point_in_time as parse
+
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither unix seconds nor an ISO time "
-                                         "such as 2024-01-31T12:00:00Z") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        return parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
