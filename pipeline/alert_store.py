@@ -209,6 +209,12 @@ class AlertStore:
     def __repr__(self) -> str:
         return f"AlertStore({self.shown!r})"
 
+    @property
+    def engine(self) -> Engine:
+        """The store's SQLAlchemy engine, for tables kept beside the alerts (their
+        contexts, :mod:`pipeline.alert_context`)."""
+        return self._engine
+
     def close(self) -> None:
         self._engine.dispose()
 
