@@ -12,6 +12,13 @@ A message that is not an alert goes to the dead-letter topic with its reason and
 (stage ``alert_sink``), and its offset advances with the batch like any other. The dead
 letter is sent before the batch commits: a crash in between may send it twice, never lose it.
 
+Each new alert's context (the records of its subject around it on its source partition,
+:mod:`pipeline.alert_context`: what the web view's chart draws) is read back from Kafka by a
+background thread while Kafka still has them, and kept beside it (``alerts.context_records``
+records before the alert; 0 turns it off). It never holds the sink back: at stop it gets
+``context_drain_s`` to finish what is queued, and what it skips the web view reads later if
+the broker still has it.
+
 Health (:mod:`pipeline.health`): the loop beats on every turn; the sink is ready once every
 partition is fetched and within ``ready_max_lag`` records of its end.
 """
@@ -29,6 +36,7 @@ from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import Counter, Histogram
 
 from pipeline import clients
+from pipeline.alert_context import ContextFetcher
 from pipeline.alert_store import AlertStore, Incoming
 from pipeline.dlq import DeadLetterWriter
 from pipeline.errors import ConfigError, RecordError
@@ -63,8 +71,9 @@ class AlertSinkService:
 
     def __init__(self, settings: Settings, stop: threading.Event | None = None, *,
                  poll_timeout_ms: int = 200, max_batch: int = 5_000,
-                 ready_max_lag: int = READY_MAX_LAG) -> None:
+                 ready_max_lag: int = READY_MAX_LAG, context_drain_s: float = 5.0) -> None:
         self.settings = settings
+        self.context_drain_s = context_drain_s
         self.stop_event = stop or threading.Event()
         self.poll_timeout_ms = poll_timeout_ms
         self.max_batch = max_batch
@@ -99,6 +108,8 @@ class AlertSinkService:
             store.close()
             raise
         dlq = DeadLetterWriter(producer, self.settings.topics.dlq, stage="alert_sink")
+        before = self.settings.alerts.context_records
+        contexts = ContextFetcher(self.settings, store, before) if before else None
         try:
             self._assign(consumer, store)
             self.health.set_ready(False, "reading its partitions")
@@ -106,13 +117,17 @@ class AlertSinkService:
                 batch = consumer.poll(timeout_ms=self.poll_timeout_ms)
                 self.health.observe(consumer)
                 if batch:
-                    self._write(batch, store, dlq)
+                    items = self._write(batch, store, dlq)
+                    if contexts is not None:
+                        contexts.offer(i.alert for i in items)
                 elif input_finished is not None and input_finished() and \
                         clients.caught_up(consumer):
                     break
         finally:
             self.health.set_ready(False, "stopped")
             self.health.close()
+            if contexts is not None:
+                contexts.close(self.context_drain_s)
             consumer.close()
             producer.close()
             store.close()
@@ -137,7 +152,7 @@ class AlertSinkService:
                  "where it ends", store.shown, store.count(), len(partitions), topic)
 
     def _write(self, batch: dict[TopicPartition, list[Any]], store: AlertStore,
-               dlq: DeadLetterWriter) -> None:
+               dlq: DeadLetterWriter) -> list[Incoming]:
         started = time.perf_counter()
         items: list[Incoming] = []
         offsets: dict[tuple[str, int], int] = {}
@@ -162,3 +177,4 @@ class AlertSinkService:
         self.stats.duplicates += len(items) - stored
         self.stats.dead_lettered = dlq.count
         self.stats.batches += 1
+        return items

@@ -59,6 +59,12 @@ META = sa.Table(
     sa.Column("key", sa.String(50), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+CONTEXT = sa.Table(  # made on first use in stores older than it (pipeline.alert_context)
+    "alert_context", METADATA,
+    sa.Column("alert_id", sa.String(200), primary_key=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("fetched_at", sa.Float, nullable=False),
+)
 
 _FIELDS: dict[str, type | tuple[type, ...]] = {
            "alert_id": str, "type": str, "severity": str, "score": (int, float),

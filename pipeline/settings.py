@@ -127,6 +127,7 @@ class Alerts:
     """The alert store (``chainwatch alerts``): where the sink keeps every alert."""
 
     store: str = "chainwatch-data/alerts.db"  # a SQLite path, sqlite:///PATH or postgresql://…
+    context_records: int = 5000  # records before an alert read back for its chart (0: none)
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,9 @@ class Settings:
         if not self.alerts.store.strip():
             raise ConfigError("alerts.store is empty; give a file path, sqlite:///PATH or "
                               "postgresql://USER:PASSWORD@HOST/DB")
+        if self.alerts.context_records < 0:
+            raise ConfigError(f"alerts.context_records {self.alerts.context_records} is "
+                              "negative; give 0 (no charts) or a number of records")
         if not self.checkpoint_key_file.strip():
             raise ConfigError("checkpoint_key_file is empty; give the path of the checkpoint "
                               "key file (made on first use)")
