@@ -22,11 +22,16 @@ a message; the layout is in :mod:`pipeline.alert_schema`):
     ``topic``, ``partition``, ``next_offset``: the input the stored alerts cover, written in
     the same transaction as the alerts, so the store alone says where a sink resumes.
 ``status_history``
-    ``alert_id``, ``status``, ``note``, ``at``: every analyst action, oldest first.
+    ``id``, ``alert_id``, ``status``, ``note``, ``at``: every analyst action, oldest first.
+    ``id`` (autoincrement) numbers the changes of the whole store, so
+    :meth:`AlertStore.status_changes` gives "the changes after id X" from the primary key's
+    index, whichever process or host made them.
 
 Writers take a lock first (an update of the meta row: SQLite's write lock, a row lock in
-PostgreSQL), so seqs are handed out in commit order and a reader following ``seq`` never
-skips an alert committed late.
+PostgreSQL), both ``add`` and ``set_status``, so seqs and history ids are handed out in
+commit order: a reader following ``seq`` or the history's ``id`` never skips a row committed
+late (an id may be missing, from a transaction rolled back, but none appears behind one
+already seen).
 
 >>> from pipeline.alerts import Alert
 >>> a = Alert.build(type="rug_pull", severity="high", score=0.9, subject="0xab",
@@ -71,6 +76,7 @@ STATUSES = ("new", "acknowledged", "confirmed", "false_positive")
 VERDICTS = {"confirmed": 1, "false_positive": 0}
 """Statuses that are verdicts, and the label each one publishes (1 fraud, 0 legitimate)."""
 _CHUNK = 500  # ids per IN (...) look-up: far below every backend's parameter limit
+_CHANGE = (HISTORY.c.id, HISTORY.c.alert_id, HISTORY.c.status, HISTORY.c.note, HISTORY.c.at)
 
 
 class AlertStoreError(ChainwatchError):
@@ -120,6 +126,11 @@ class StoredAlert:
 
 @dataclass(frozen=True)
 class StatusChange:
+    """One analyst action: ``id`` numbers the store's changes in commit order; ``note`` is
+    the one given with it (None: the alert's note was kept)."""
+
+    id: int
+    alert_id: str
     status: str
     note: str | None
     at: float
@@ -280,6 +291,7 @@ class AlertStore:
         if note is not None:
             values["note"] = note
         with self._errors("write"), self._engine.begin() as conn:
+            _lock(conn)  # history ids in commit order (see the module docstring)
             conn.execute(sa.update(ALERTS).where(ALERTS.c.alert_id == found.alert_id)
                          .values(**values))
             conn.execute(sa.insert(HISTORY).values(alert_id=found.alert_id, status=status,
@@ -309,15 +321,9 @@ class AlertStore:
               newest_first: bool = True) -> list[StoredAlert]:
         """Alerts matching every filter given (each a set of allowed values; ``since`` and
         ``until`` bound ``detected_at``, inclusive), by ``seq``: newest first by default."""
-        q = sa.select(ALERTS)
-        for column, allowed in ((ALERTS.c.type, types), (ALERTS.c.subject, subjects),
-                                (ALERTS.c.severity, severities), (ALERTS.c.status, statuses)):
-            if allowed:
-                q = q.where(column.in_(list(allowed)))
-        if since is not None:
-            q = q.where(ALERTS.c.detected_at >= since)
-        if until is not None:
-            q = q.where(ALERTS.c.detected_at <= until)
+        q = sa.select(ALERTS).where(*_matching(
+            types=types, subjects=subjects, severities=severities, statuses=statuses,
+            since=since, until=until))
         if after_seq is not None:
             q = q.where(ALERTS.c.seq > after_seq)
         q = q.order_by(ALERTS.c.seq.desc() if newest_first else ALERTS.c.seq)
@@ -345,10 +351,52 @@ class AlertStore:
     def history(self, alert_id: str) -> list[StatusChange]:
         """The status changes of an alert, oldest first."""
         with self._errors("read"), self._engine.connect() as conn:
-            rows = conn.execute(sa.select(HISTORY.c.status, HISTORY.c.note, HISTORY.c.at)
-                                .where(HISTORY.c.alert_id == alert_id)
+            rows = conn.execute(sa.select(*_CHANGE).where(HISTORY.c.alert_id == alert_id)
                                 .order_by(HISTORY.c.id)).all()
-        return [StatusChange(status, note, at) for status, note, at in rows]
+        return [StatusChange(*r) for r in rows]
+
+    def latest(self) -> tuple[int, int]:
+        """``(seq, change)``: the newest alert's seq and the newest status change's id (0 when
+        there is none), where a follower of ``query(after_seq=…)`` and
+        :meth:`status_changes` starts."""
+        with self._errors("read"), self._engine.connect() as conn:
+            seq = conn.execute(sa.select(sa.func.max(ALERTS.c.seq))).scalar()
+            change = conn.execute(sa.select(sa.func.max(HISTORY.c.id))).scalar()
+        return int(seq or 0), int(change or 0)
+
+    def status_changes(self, after: int = 0, *, types: Sequence[str] = (),
+                       subjects: Sequence[str] = (), severities: Sequence[str] = (),
+                       since: float | None = None, until: float | None = None,
+                       limit: int | None = None) -> list[StatusChange]:
+        """The status changes with an id above ``after``, oldest first (at most ``limit``),
+        of the alerts matching every filter given, as in :meth:`query`. There is no status
+        filter: a change is what moves an alert into or out of one. Ids grow in commit
+        order, so following the last id returned misses nothing, across processes."""
+        q = sa.select(*_CHANGE).where(HISTORY.c.id > after)
+        if wheres := _matching(types=types, subjects=subjects, severities=severities,
+                               statuses=(), since=since, until=until):
+            q = q.join_from(HISTORY, ALERTS, HISTORY.c.alert_id == ALERTS.c.alert_id) \
+                .where(*wheres)
+        q = q.order_by(HISTORY.c.id)
+        if limit is not None:
+            q = q.limit(limit)
+        with self._errors("read"), self._engine.connect() as conn:
+            return [StatusChange(*r) for r in conn.execute(q).all()]
+
+
+def _matching(*, types: Sequence[str], subjects: Sequence[str], severities: Sequence[str],
+              statuses: Sequence[str], since: float | None,
+              until: float | None) -> list[sa.ColumnElement[bool]]:
+    """The conditions on ``alerts`` of :meth:`AlertStore.query`'s filters."""
+    wheres: list[sa.ColumnElement[bool]] = [
+        column.in_(list(allowed)) for column, allowed in (
+            (ALERTS.c.type, types), (ALERTS.c.subject, subjects),
+            (ALERTS.c.severity, severities), (ALERTS.c.status, statuses)) if allowed]
+    if since is not None:
+        wheres.append(ALERTS.c.detected_at >= since)
+    if until is not None:
+        wheres.append(ALERTS.c.detected_at <= until)
+    return wheres
 
 
 def _engine_options(backend: str) -> dict[str, Any]:

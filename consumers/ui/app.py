@@ -6,8 +6,25 @@
 ``GET /api/alerts``          a JSON array, newest first; filters as query parameters
 ``GET /api/alerts/{id}``     the alert, status, note, history and its audit check
 ``POST /api/alerts/{id}/status``  ``{"status", "note"}``: stored; a verdict is published
-``GET /api/stream``          server-sent events: ``alert`` for each newly stored alert
+``GET /api/stream``          server-sent events: ``alert`` for each newly stored alert,
+                             ``status`` for each status change
 ``/static/…``                the page's CSS and script, from this package
+
+The event stream follows two numbers of the store, the alerts' ``seq`` and the status
+history's ``id`` (both handed out in commit order, whichever process writes: see
+:mod:`pipeline.alert_store`). Each event's ``id`` is the combined cursor ``SEQ:CHANGE``, the
+newest seq and change id sent so far, whichever kind the event is; resuming from it
+(``Last-Event-ID`` on reconnect, else the ``after`` parameter) sends the alerts after SEQ and
+the changes after CHANGE, so neither kind is lost or repeated. ``Last-Event-ID`` wins over
+``after``: a reconnecting EventSource sends the URL it first opened, ``after`` and all. A
+bare ``SEQ`` (the older form) means the changes after the newest at connection; no cursor,
+both newest. Every poll sends new alerts first, then changes; an ``alert`` event carries the
+alert's status at the time it was read, and the changes that follow bring it up to date.
+
+``status`` data: ``{"change", "alert_id", "status", "note", "at"}``, ``note`` being the one
+given with the change (null when the alert's note was kept). Changes are filtered by the
+alert's type, subject, severity and time like alerts, never by status: a page that filters
+on status needs the change that takes a row out of it.
 
 Store calls are blocking (SQLAlchemy), so they run in Starlette's thread pool.
 """
@@ -17,7 +34,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlencode
 
 import anyio
@@ -34,7 +51,13 @@ from consumers.ui.auth import AuthMiddleware, Credentials
 from consumers.ui.chart import Point, stamp, timeline_svg
 from consumers.ui.filters import FilterError, Filters
 from pipeline.alert_proof import FAILED, IN_LOG, NO_LOG, NOT_IN_LOG, check_alert
-from pipeline.alert_store import STATUSES, AlertStore, AlertStoreError, StoredAlert
+from pipeline.alert_store import (
+    STATUSES,
+    AlertStore,
+    AlertStoreError,
+    StatusChange,
+    StoredAlert,
+)
 from pipeline.alerts import SEVERITIES
 from pipeline.audit import AuditKeyError
 from pipeline.audit.trust import configured_public_key
@@ -43,7 +66,8 @@ from pipeline.settings import Settings
 from producers.verdicts import publish_label
 
 HERE = Path(__file__).parent
-POLL_S = 0.25  # how often the event stream looks for new alerts
+POLL_S = 0.25  # how often the event stream looks for new alerts and status changes
+BATCH = 500  # alerts, and changes, one poll sends at most
 KEEPALIVE_S = 15.0
 SHOWN = {IN_LOG: "VERIFIED", NOT_IN_LOG: "NOT IN LOG", FAILED: "FAILED", NO_LOG: "NO AUDIT LOG",
          "no_key": "NO KEY"}
@@ -94,17 +118,18 @@ class _Views:
         except FilterError as exc:
             return self._page(request, "error.html", {"message": str(exc)}, 400)
 
-        def read() -> tuple[list[StoredAlert], int]:
-            newest = self.store.query(limit=1)
-            return (self.store.query(**filters.query_args(), limit=filters.limit),
-                    newest[0].seq if newest else 0)
+        def read() -> tuple[list[StoredAlert], Cursor]:
+            cursor = Cursor(*self.store.latest())  # first: what commits next is streamed
+            return self.store.query(**filters.query_args(), limit=filters.limit), cursor
 
-        alerts, top = await run_in_threadpool(read)
+        alerts, cursor = await run_in_threadpool(read)
         stream = urlencode([(k, v) for k, v in request.query_params.multi_items()
-                            if k != "limit"] + [("after", str(top))])
+                            if k not in ("limit", "after")] + [("after", str(cursor))])
         return self._page(request, "queue.html", {
             "alerts": [row(s) for s in alerts], "filters": filters, "stream": stream,
-            "severities": SEVERITIES, "statuses": STATUSES})
+            "severities": SEVERITIES, "statuses": STATUSES,
+            "since": _given(request, "since"), "until": _given(request, "until"),
+            "window": _window(filters)})
 
     async def alert_page(self, request: Request) -> Response:
         try:
@@ -192,36 +217,47 @@ class _Views:
     async def stream(self, request: Request) -> Response:
         try:
             filters = Filters.parse(request.query_params.getlist)
-            after = _after(request)
+            given = _cursor(request)
         except FilterError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        if after is None:
-            newest = await run_in_threadpool(self.store.query, limit=1)
-            after = newest[0].seq if newest else 0
+        if given is None or given.change is None:
+            seq, change = await run_in_threadpool(self.store.latest)
+            start = Cursor(seq if given is None else given.seq, change)
+        else:
+            start = given
 
-        async def events(last: int) -> AsyncIterator[str]:
-            yield f"retry: 1000\n: chainwatch alerts after seq {last}\n\n"
+        async def events(at: Cursor) -> AsyncIterator[str]:
+            yield f"retry: 1000\n: chainwatch alerts after {at}\n\n"
             quiet = 0.0
             while not await request.is_disconnected():
-                fresh = await run_in_threadpool(self._since, filters, last)
-                for s in fresh:
-                    yield f"id: {s.seq}\nevent: alert\ndata: {json.dumps(row(s))}\n\n"
-                    last = s.seq
-                quiet = 0.0 if fresh else quiet + POLL_S
+                alerts, changes = await run_in_threadpool(self._since, filters, at)
+                for s in alerts:
+                    at = Cursor(s.seq, at.change)
+                    yield f"id: {at}\nevent: alert\ndata: {json.dumps(row(s))}\n\n"
+                for c in changes:
+                    at = Cursor(at.seq, c.id)
+                    yield f"id: {at}\nevent: status\ndata: {json.dumps(change_data(c))}\n\n"
+                quiet = 0.0 if alerts or changes else quiet + POLL_S
                 if quiet >= KEEPALIVE_S:
                     yield ": keep-alive\n\n"
                     quiet = 0.0
                 await anyio.sleep(POLL_S)
 
-        return StreamingResponse(events(after), media_type="text/event-stream",
+        return StreamingResponse(events(start), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache",
                                           "X-Accel-Buffering": "no"})
 
     # -- blocking work (thread pool) --------------------------------------------------------
 
-    def _since(self, filters: Filters, last: int) -> list[StoredAlert]:
-        return self.store.query(**filters.query_args(), after_seq=last, newest_first=False,
-                                limit=500)
+    def _since(self, filters: Filters,
+               at: Cursor) -> tuple[list[StoredAlert], list[StatusChange]]:
+        """The alerts after ``at.seq`` matching the filters, then the changes after
+        ``at.change`` of alerts matching them but for status (500 of each at most)."""
+        alerts = self.store.query(**filters.query_args(), after_seq=at.seq,
+                                  newest_first=False, limit=BATCH)
+        unstatused = filters.query_args()
+        del unstatused["statuses"]
+        return alerts, self.store.status_changes(at.change or 0, **unstatused, limit=BATCH)
 
     def _details(self, alert_id: str) -> tuple[StoredAlert, list[StoredAlert], list[Any],
                                                 dict[str, Any]]:
@@ -256,14 +292,57 @@ class _Views:
                          "published": why is None, "reason": why}
 
 
-def _after(request: Request) -> int | None:
-    text = request.query_params.get("after") or request.headers.get("last-event-id")
-    if text is None or text == "":
+class Cursor(NamedTuple):
+    """Where an event stream is: the newest alert seq and status change id it has sent;
+    ``change`` None when a client gave a bare seq (see the module docstring)."""
+
+    seq: int
+    change: int | None
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.change or 0}"
+
+
+def _cursor(request: Request) -> Cursor | None:
+    """The stream's start: ``Last-Event-ID`` (a reconnection), else ``after``, else None."""
+    text = (request.headers.get("last-event-id") or request.query_params.get("after")
+            or "").strip()
+    if not text:
         return None
+    seq, colon, change = text.partition(":")
     try:
-        return max(int(text), 0)
+        return Cursor(max(int(seq), 0), max(int(change), 0) if colon else None)
     except ValueError:
-        raise FilterError(f"after {text!r} is not a seq (a whole number)") from None
+        raise FilterError(f"after {text!r} is neither SEQ nor SEQ:CHANGE (whole numbers: "
+                          "an event's id)") from None
+
+
+def change_data(c: StatusChange) -> dict[str, Any]:
+    """A status change as the event stream's ``status`` event carries it."""
+    return {"change": c.id, "alert_id": c.alert_id, "status": c.status, "note": c.note,
+            "at": c.at}
+
+
+def _given(request: Request, name: str) -> str:
+    """A query parameter as typed (the form's time fields show it again after a reload)."""
+    return (request.query_params.get(name) or "").strip()
+
+
+def _window(filters: Filters) -> str:
+    """The time filter in words, stream time as the queue shows it ('' when none)."""
+    since, until = (None if t is None else _when(t) for t in (filters.since, filters.until))
+    if since and until:
+        return f"detected from {since} to {until}"
+    if since or until:
+        return f"detected from {since}" if since else f"detected until {until}"
+    return ""
+
+
+def _when(seconds: float) -> str:
+    try:
+        return stamp(seconds)
+    except (OverflowError, ValueError, OSError):  # beyond the calendar: the number, then
+        return f"{seconds:g} (unix seconds)"
 
 
 def _pretty(value: Any) -> str:

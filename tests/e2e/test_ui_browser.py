@@ -4,8 +4,11 @@ An alert produced to Kafka goes through the alert sink (AlertSinkService in a th
 the store, and from there by server-sent events into the open queue page: it must be there
 within 2 s of the send (the latency is printed). A filter submitted from the keyboard hides
 it; an acknowledgement on its page persists (a reload shows it, the store has it, the label
-is on Kafka). Screenshots go to the test's directory and, when CHAINWATCH_ARTEFACTS is set,
-there too.
+is on Kafka). On each store backend, status changes made outside the page (through the API,
+and through the store from this process) reach the open queue's rows within 2 s: a badge
+changes in place, a row that leaves the page's status filter goes, and the live region says
+so; the time filter fields narrow the queue (and its live feed) and keep what was typed.
+Screenshots go to the test's directory and, when CHAINWATCH_ARTEFACTS is set, there too.
 
 Chromium and ChromeDriver come from Debian (`bash .ci/tools.sh`); nothing is downloaded.
 """
@@ -31,9 +34,12 @@ from pipeline.audit import AuditLog, Leaf, Signer
 from pipeline.records import Label
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
-from tests.conftest import cli_env, consume_all
+from tests.alert_backends import alert_store_url
+from tests.conftest import cli_env, consume_all, free_port
 from tests.helpers import make_alert
-from tests.ui_server import ui_server
+from tests.ui_server import call, ui_server
+
+__all__ = ["alert_store_url"]  # the fixture, imported
 
 pytestmark = pytest.mark.e2e
 
@@ -165,9 +171,12 @@ def test_an_alert_on_kafka_reaches_the_open_page_and_an_ack_persists(
                 sent = time.monotonic()
                 producer.send(run.topics.alerts, value=more.to_json(),
                               key=more.subject.encode()).get(timeout=10)
-                WebDriverWait(driver, 10, poll_frequency=0.02).until(lambda d, m=more: (
-                    d.find_element(By.CSS_SELECTOR, "#alerts tbody tr")
-                    .get_attribute("data-alert-id") == m.alert_id))
+
+                def on_top(d: WebDriver, m: Alert = more) -> bool:
+                    return d.find_element(By.CSS_SELECTOR, "#alerts tbody tr") \
+                        .get_attribute("data-alert-id") == m.alert_id
+
+                WebDriverWait(driver, 10, poll_frequency=0.02).until(on_top)
                 latencies.append(time.monotonic() - sent)
             print("\nalert on Kafka -> visible in the open page, 5 alerts: "
                   + ", ".join(f"{t * 1000:.0f}" for t in latencies) + " ms")
@@ -224,3 +233,107 @@ def test_an_alert_on_kafka_reaches_the_open_page_and_an_ack_persists(
     assert sorted(p.name for p in artefacts.glob("*.png")) == [
         "1-queue-live.png", "2-queue-filtered.png", "3-alert-page.png",
         "4-alert-acknowledged.png"]
+
+
+def test_status_changes_made_elsewhere_reach_the_open_queue_and_time_filters_work(
+        *, browser: Callable[[], object], alert_store_url: str, artefacts: Path,
+        request: pytest.FixtureRequest) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser()
+    assert isinstance(driver, WebDriver)
+    backend = request.node.callspec.params["alert_store_url"]
+    alerts = [make_alert(i) for i in range(4)]  # detected at 0, 1, 2, 3 (stream time)
+    ids = [a.alert_id for a in alerts]
+    env = dict(os.environ) | {"CHAINWATCH_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+    with AlertStore.open(alert_store_url) as other, ui_server(alert_store_url, env=env) as url:
+        other.add(alerts, {})
+
+        def row(alert_id: str) -> str:
+            return f'#alerts tbody tr[data-alert-id="{alert_id}"]'
+
+        def badge(alert_id: str) -> str:
+            return driver.find_element(By.CSS_SELECTOR, f"{row(alert_id)} span.status").text
+
+        def live_page(path: str) -> None:
+            driver.get(url + path)
+            WebDriverWait(driver, 10).until(lambda d: d.find_element(
+                By.ID, "live").get_attribute("data-state") == "live")
+
+        def within_2s(what: Callable[[], bool], action: Callable[[], object]) -> float:
+            started = time.monotonic()
+            action()
+            WebDriverWait(driver, 10, poll_frequency=0.02).until(lambda _d: what())
+            took = time.monotonic() - started
+            assert took < 2.0, f"took {took:.2f} s to reach the page"
+            return took
+
+        # -- a badge changes in place: through the API, through the store ------------------
+        live_page("/")
+        assert [badge(i) for i in ids] == ["new"] * 4
+        took = [within_2s(lambda: badge(ids[1]) == "acknowledged", lambda: call(
+            f"{url}/api/alerts/{ids[1]}/status", "POST",
+            {"status": "acknowledged", "note": "looking"}))]
+        live = driver.find_element(By.ID, "live").text
+        assert f"Alert {ids[1][:12]} (rug_pull) is now acknowledged, note: looking." == live
+        took.append(within_2s(lambda: badge(ids[2]) == "false_positive",
+                              lambda: other.set_status(ids[2], "false_positive")))
+        assert driver.find_element(By.CSS_SELECTOR, f"{row(ids[2])} span.status") \
+            .get_attribute("class") == "status status-false_positive"
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#alerts tbody tr")) == 4
+        driver.save_screenshot(str(artefacts / f"5-queue-status-live-{backend}.png"))
+
+        # -- a row leaves a status filter: gone, and said ---------------------------------
+        live_page("/?status=new")
+        assert [r.get_attribute("data-alert-id") for r in driver.find_elements(
+            By.CSS_SELECTOR, "#alerts tbody tr")] == [ids[3], ids[0]]
+        took.append(within_2s(lambda: not driver.find_elements(By.CSS_SELECTOR, row(ids[3])),
+                              lambda: other.set_status(ids[3], "confirmed", "drained")))
+        assert driver.find_element(By.ID, "live").text == (
+            f"Alert {ids[3][:12]} (rug_pull) is now confirmed; removed from this list, which "
+            "shows new only.")
+        assert driver.find_element(By.ID, "count").text == "1"
+        took.append(within_2s(lambda: not driver.find_elements(By.CSS_SELECTOR, "#alerts tbody tr"),
+                              lambda: call(f"{url}/api/alerts/{ids[0]}/status", "POST",
+                                           {"status": "acknowledged"})))
+        assert driver.find_element(By.ID, "empty").text == \
+            "No alerts shown now match these filters."
+        driver.save_screenshot(str(artefacts / f"6-queue-status-filter-{backend}.png"))
+        print(f"\nstatus change -> the open page ({backend}): "
+              + ", ".join(f"{t * 1000:.0f}" for t in took) + " ms")
+
+        # -- the time fields: labelled, applied, live, kept --------------------------------
+        driver.get(url + "/")
+        for name in ("since", "until"):
+            field = driver.find_element(By.ID, f"f-{name}")
+            assert field.get_attribute("name") == name
+            assert driver.find_element(By.CSS_SELECTOR, f'label[for="f-{name}"]').text
+            assert field.get_attribute("aria-describedby") == "f-time-hint"
+        assert "ISO 8601" in driver.find_element(By.ID, "f-time-hint").text
+        driver.find_element(By.ID, "f-since").send_keys("1970-01-01T00:00:01Z")
+        driver.find_element(By.ID, "f-until").send_keys("2", Keys.ENTER)
+        WebDriverWait(driver, 10).until(lambda d: "until=2" in d.current_url)
+        assert "since=1970-01-01T00%3A00%3A01Z" in driver.current_url
+        shown = [r.get_attribute("data-alert-id") for r in
+                 driver.find_elements(By.CSS_SELECTOR, "#alerts tbody tr")]
+        assert shown == [ids[2], ids[1]]
+        assert driver.find_element(By.ID, "window").text == \
+            "detected from 1970-01-01 00:00:01Z to 1970-01-01 00:00:02Z"
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(
+            By.ID, "live").get_attribute("data-state") == "live")
+        inside = dataclasses.replace(make_alert(40), detected_at=2)
+        outside = make_alert(41)  # detected at 41: after until
+        other.add([outside, inside], {})
+        WebDriverWait(driver, 5, poll_frequency=0.02).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, row(inside.alert_id)))
+        assert not driver.find_elements(By.CSS_SELECTOR, row(outside.alert_id))
+        driver.refresh()
+        assert driver.find_element(By.ID, "f-since").get_attribute("value") == \
+            "1970-01-01T00:00:01Z"
+        assert driver.find_element(By.ID, "f-until").get_attribute("value") == "2"
+        assert [r.get_attribute("data-alert-id") for r in driver.find_elements(
+            By.CSS_SELECTOR, "#alerts tbody tr")] == [inside.alert_id, ids[2], ids[1]]
+        driver.save_screenshot(str(artefacts / f"7-queue-time-filter-{backend}.png"))

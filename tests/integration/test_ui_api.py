@@ -11,12 +11,14 @@ import base64
 import dataclasses
 import json
 import os
+import queue
 import subprocess
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaConsumer
@@ -203,6 +205,103 @@ def _stream_sends_new_alerts(store: str, url: str) -> None:
     assert [e["seq"] for e in events] == [5, 7]  # the pump alert (seq 6) filtered out
 
 
+class _Stream:
+    """``/api/stream`` read in a thread: its events ``(id, event, data)`` as they arrive."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+        self.events: queue.Queue[tuple[str, str, dict[str, Any]]] = queue.Queue()
+        self.opened = threading.Event()  # the first block came: the start cursor is fixed
+        self.failure: BaseException | None = None
+        request = urllib.request.Request(url, headers=headers or {})
+        threading.Thread(target=self._read, args=(request,), daemon=True).start()
+        assert self.opened.wait(10), f"the stream did not open: {self.failure}"
+
+    def _read(self, request: urllib.request.Request) -> None:
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                assert response.headers["content-type"].startswith("text/event-stream")
+                fields: dict[str, str] = {}
+                for raw in response:
+                    line = raw.decode().rstrip("\n")
+                    if line:
+                        if not line.startswith(":"):
+                            name, _, value = line.partition(": ")
+                            fields[name] = value
+                        continue
+                    self.opened.set()
+                    if "event" in fields:
+                        self.events.put((fields["id"], fields["event"],
+                                         json.loads(fields["data"])))
+                    fields = {}
+        except Exception as exc:  # the server stopping ends it; kept for the asserts
+            self.failure = exc
+
+    def next(self, within_s: float = 2.0) -> tuple[str, str, dict[str, Any]]:
+        """The next event; it must come within ``within_s``."""
+        try:
+            return self.events.get(timeout=within_s)
+        except queue.Empty:
+            raise AssertionError(f"no event within {within_s} s ({self.failure})") from None
+
+    def quiet(self, for_s: float = 1.0) -> bool:
+        """True when no event comes for ``for_s``."""
+        try:
+            extra = self.events.get(timeout=for_s)
+        except queue.Empty:
+            return True
+        raise AssertionError(f"unexpected event {extra}")
+
+
+def _stream_sends_status_changes(store: str, url: str, alerts: list[Alert]) -> None:
+    """Status changes reach ``/api/stream?type=rug_pull&status=new`` within 2 s each, made
+    through the server (the API) or through a second AlertStore on the same URL (this
+    process), status filter or not; the pump's change is filtered out by type. Each event's
+    id is the cursor SEQ:CHANGE, and resuming from one (Last-Event-ID, over ``after``) sends
+    exactly the events after it, of both kinds. ``alerts[0]``, ``[1]`` are rug pulls, the
+    last is PUMP."""
+    with AlertStore.open(store, create=False) as other:
+        seq, change = other.latest()
+        live = _Stream(f"{url}/api/stream?type=rug_pull&status=new")
+        started = time.monotonic()
+        status, _, body = call(f"{url}/api/alerts/{alerts[0].alert_id}/status", "POST",
+                               {"status": "acknowledged", "note": "via the api"})
+        assert status == 200, body
+        first = live.next()
+        assert time.monotonic() - started < 2.0
+        assert first[:2] == (f"{seq}:{change + 1}", "status")
+        assert first[2] | {"at": 0} == {"change": change + 1, "alert_id": alerts[0].alert_id,
+                                        "status": "acknowledged", "note": "via the api",
+                                        "at": 0}
+        assert isinstance(first[2]["at"], float) and first[2]["at"] > time.time() - 60
+        other.set_status(PUMP.alert_id, "acknowledged")  # not a rug pull: not sent
+        started = time.monotonic()
+        other.set_status(alerts[1].alert_id[:12], "false_positive", "by the store")
+        second = live.next()
+        assert time.monotonic() - started < 2.0
+        assert second[:2] == (f"{seq}:{change + 3}", "status")  # change + 2: the pump's
+        assert (second[2]["alert_id"], second[2]["status"], second[2]["note"]) == (
+            alerts[1].alert_id, "false_positive", "by the store")  # sent, status filter or not
+        fresh = make_alert(30)
+        other.add([fresh], {})
+        third = live.next()
+        assert third[:2] == (f"{seq + 1}:{change + 3}", "alert")  # the cursor covers both
+        assert third[2]["alert_id"] == fresh.alert_id
+        assert live.quiet(0.6)
+
+        # -- resuming: Last-Event-ID wins over after; a bare seq; a bad cursor -------------
+        again = _Stream(f"{url}/api/stream?type=rug_pull&after=0:0",
+                        headers={"Last-Event-ID": first[0]})
+        # one poll: the alerts after seq first, then the changes after change + 1
+        assert [again.next(), again.next()] == [(f"{seq + 1}:{change + 1}", *third[1:]),
+                                                (f"{seq + 1}:{change + 3}", *second[1:])]
+        assert again.quiet(0.6)
+        bare = _Stream(f"{url}/api/stream?after={seq}")
+        assert bare.next()[:2] == (f"{seq + 1}:{change + 3}", "alert")  # changes: newest on
+        assert bare.quiet(0.6)
+        status, _, body = call(f"{url}/api/stream?after=1:x")
+        assert status == 400 and "neither SEQ nor SEQ:CHANGE" in json.loads(body)["error"]
+
+
 def test_the_event_stream_sends_each_new_alert_once(world: World) -> None:
     with ui_server(world.store, *world.args(), env=_env()) as url:
         _stream_sends_new_alerts(str(world.store), url)
@@ -225,6 +324,7 @@ def test_on_each_backend_the_queue_status_and_stream_work(alert_store_url: str) 
             == [PUMP.alert_id]
         assert get_json(f"{url}/api/alerts/{PUMP.alert_id}")["audit"]["outcome"] == "no_log"
         _stream_sends_new_alerts(alert_store_url, url)
+        _stream_sends_status_changes(alert_store_url, url, alerts)
 
 
 def test_a_token_is_required_and_enforced(world: World) -> None:
@@ -281,7 +381,7 @@ def test_beyond_loopback_without_authentication_is_refused(world: World, host: s
                                                            says: str) -> None:
     result = subprocess.run([CHAINWATCH, "ui", "--store", str(world.store), "--host", host,
                              "--port", "0"], capture_output=True, text=True, timeout=60,
-                            env=_env(**extra), check=False)
+                            env=_env(None, **extra), check=False)
     assert result.returncode == 2 and result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1 and says in result.stderr
 

@@ -238,3 +238,80 @@ def test_a_verdict_label_is_at_the_alerts_stream_time(store: AlertStore) -> None
     assert (label.subject, label.label, label.source, label.block_number,
             label.released_block, label.key) == (a.subject, 1, "analyst", 16_000_098,
                                                  16_000_098, a.subject)
+
+
+def test_status_changes_follow_the_history_of_every_writer(store: AlertStore,
+                                                           alert_store_url: str) -> None:
+    """Changes made through two stores on one URL (two processes, or hosts, alike) come out
+    of ``status_changes`` once each, in the order committed, after any id, filtered like
+    ``query`` but never by status."""
+    alerts = [alert(i, type="rug_pull" if i < 3 else "wash_trading", detected_at=100 + i)
+              for i in range(5)]
+    store.add(alerts, {})
+    assert store.latest() == (5, 0) and store.status_changes() == []
+    ids = [a.alert_id for a in alerts]
+    store.set_status(ids[0], "acknowledged", "looking")
+    with AlertStore.open(alert_store_url, create=False) as other:
+        other.set_status(ids[3], "confirmed")
+        other.set_status(ids[0][:10], "false_positive", "a real buyer")
+    store.set_status(ids[1], "acknowledged")
+    changes = store.status_changes()
+    assert [(c.alert_id, c.status, c.note) for c in changes] == [
+        (ids[0], "acknowledged", "looking"), (ids[3], "confirmed", None),
+        (ids[0], "false_positive", "a real buyer"), (ids[1], "acknowledged", None)]
+    numbers = [c.id for c in changes]
+    assert numbers == sorted(numbers) and len(set(numbers)) == 4
+    assert store.latest() == (5, numbers[-1])
+    assert store.status_changes(numbers[1]) == changes[2:]
+    assert store.status_changes(numbers[-1]) == []
+    assert store.status_changes(limit=2) == changes[:2]
+    assert [c.alert_id for c in store.status_changes(types=["rug_pull"])] == [
+        ids[0], ids[0], ids[1]]
+    assert [c.alert_id for c in store.status_changes(since=101, until=103)] == [ids[3],
+                                                                              ids[1]]
+    assert [c.alert_id for c in store.status_changes(numbers[0], subjects=[alerts[0].subject],
+                                                     severities=["high"])] == [ids[0]]
+    assert store.history(ids[0]) == [changes[0], changes[2]]
+
+
+def test_a_status_change_committed_late_is_not_skipped(alert_store_url: str) -> None:
+    """A follower that has seen change N never gets a change numbered below N later: a
+    writer holding its transaction open (here, stopped right after its insert into the
+    history) keeps a second writer from numbering, and so from committing, before it."""
+    import threading
+
+    with AlertStore.open(alert_store_url) as s:
+        s.add([alert(1), alert(2)], {})
+    held, release = threading.Event(), threading.Event()
+    slow = AlertStore.open(alert_store_url, create=False)
+    fast = AlertStore.open(alert_store_url, create=False)
+    follower = AlertStore.open(alert_store_url, create=False)
+
+    def stop_after_the_insert(_conn: object, _cursor: object, statement: str,
+                              *_rest: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO STATUS_HISTORY"):
+            held.set()
+            release.wait(10)
+
+    sa.event.listen(slow._engine, "after_cursor_execute", stop_after_the_insert)
+    first = threading.Thread(target=slow.set_status, args=(alert(1).alert_id, "acknowledged"))
+    second = threading.Thread(target=fast.set_status, args=(alert(2).alert_id, "confirmed"))
+    try:
+        first.start()
+        assert held.wait(10)
+        second.start()
+        second.join(0.5)
+        assert second.is_alive()  # waiting for the first writer's lock
+        assert follower.status_changes() == []  # nothing committed, nothing to skip
+        release.set()
+        first.join(10)
+        second.join(10)
+        assert not first.is_alive() and not second.is_alive()
+        seen = follower.status_changes()
+        assert [(c.alert_id, c.status) for c in seen] == [
+            (alert(1).alert_id, "acknowledged"), (alert(2).alert_id, "confirmed")]
+        assert seen[0].id < seen[1].id
+    finally:
+        release.set()
+        for opened in (slow, fast, follower):
+            opened.close()
