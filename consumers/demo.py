@@ -142,7 +142,7 @@ def run_demo(settings: Settings, blocks: int, seed: int, progress: bool = True,
                                heartbeat_interval_ms=500,
                                scorer_factory=functools.partial(Scorer, rules=rules))
         auditor = AuditorService(settings, stop=stop)
-        sink = AlertSinkService(settings, stop=stop)
+        sink = AlertSinkService(settings, stop=stop, context_drain_s=30.0)
         sink.prepare()  # a store that cannot be made fails before the threads start
         audit_error: list[BaseException] = []
         auditing = _follower(auditor, scored, stop, audit_error, "chainwatch-auditor")

@@ -1,10 +1,13 @@
 """The web view's routes: pages for people, JSON for programs, one event stream.
 
 ``/``                        the alert queue, newest first, with the filter form; live
-``/alerts/{id}``             one alert: evidence, sources, chart, audit proof, status form
+``/alerts/{id}``             one alert: evidence, its records around it (chart and table),
+                             its subject's alerts (chart), audit proof, status form
 ``POST /alerts/{id}/status`` the form's target (then back to the alert page, 303)
 ``GET /api/alerts``          a JSON array, newest first; filters as query parameters
 ``GET /api/alerts/{id}``     the alert, status, note, history and its audit check
+``GET /api/alerts/{id}/context``  the subject's records around the alert (price, liquidity,
+                             flow; :mod:`pipeline.alert_context`), or why there are none
 ``POST /api/alerts/{id}/status``  ``{"status", "note"}``: stored; a verdict is published
 ``GET /api/stream``          server-sent events: ``alert`` for each newly stored alert,
                              ``status`` for each status change
@@ -31,13 +34,18 @@ Store calls are blocking (SQLAlchemy), so they run in Starlette's thread pool.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlencode
 
 import anyio
+import orjson
+from kafka.errors import KafkaError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -48,8 +56,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from consumers.ui.auth import AuthMiddleware, Credentials
-from consumers.ui.chart import Point, stamp, timeline_svg
+from consumers.ui.chart import Point, records_figure, stamp, timeline_svg
 from consumers.ui.filters import FilterError, Filters
+from pipeline import alert_context, clients
+from pipeline.alert_context import Context
 from pipeline.alert_proof import FAILED, IN_LOG, NO_LOG, NOT_IN_LOG, check_alert
 from pipeline.alert_store import (
     STATUSES,
@@ -58,10 +68,10 @@ from pipeline.alert_store import (
     StatusChange,
     StoredAlert,
 )
-from pipeline.alerts import SEVERITIES
+from pipeline.alerts import SEVERITIES, Alert
 from pipeline.audit import AuditKeyError
 from pipeline.audit.trust import configured_public_key
-from pipeline.errors import ConfigError
+from pipeline.errors import BrokerError, ConfigError
 from pipeline.settings import Settings
 from producers.verdicts import publish_label
 
@@ -69,6 +79,8 @@ HERE = Path(__file__).parent
 POLL_S = 0.25  # how often the event stream looks for new alerts and status changes
 BATCH = 500  # alerts, and changes, one poll sends at most
 KEEPALIVE_S = 15.0
+KAFKA_TIMEOUT_MS = 2000  # an alert page waits this long for Kafka when its records are not kept
+KAFKA_RETRY_S = 30.0  # and, Kafka unreachable, tries again only after this
 SHOWN = {IN_LOG: "VERIFIED", NOT_IN_LOG: "NOT IN LOG", FAILED: "FAILED", NO_LOG: "NO AUDIT LOG",
          "no_key": "NO KEY"}
 
@@ -88,6 +100,7 @@ def build_app(settings: Settings, store: AlertStore, *,
         Route("/api/alerts", views.api_list),
         Route("/api/alerts/{alert_id}", views.api_alert),
         Route("/api/alerts/{alert_id}/status", views.api_status, methods=["POST"]),
+        Route("/api/alerts/{alert_id}/context", views.api_context),
         Route("/api/stream", views.stream),
         Route("/login", views.login),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
@@ -109,6 +122,9 @@ class _Views:
         self.store = store
         self.publish = publish
         self.templates = Jinja2Templates(directory=HERE / "templates")
+        self._context_table = False
+        self._kafka_down_until = 0.0
+        self._kafka_down = ""
 
     # -- pages -----------------------------------------------------------------------------
 
@@ -140,7 +156,15 @@ class _Views:
         a = found.alert
         chart = timeline_svg([Point(o.alert.detected_at, o.alert.score, o.alert.type,
                                     o.alert_id == found.alert_id) for o in others])
+        ctx, missing = await run_in_threadpool(self._context, a)
+        records_svg, records = ("", []) if ctx is None else records_figure(
+            ctx, a.event_time, a.source.get("offset", -1))
+        if ctx is not None and not ctx.samples:
+            missing = (f"No record of {a.subject} among offsets {ctx.first_offset} to "
+                       f"{ctx.last_offset} of {ctx.topic} partition {ctx.partition}.")
         return self._page(request, "alert.html", {
+            "ctx": ctx, "records_svg": records_svg, "records": records,
+            "records_missing": missing, "stamp": stamp,
             "s": found, "a": a, "detected": stamp(a.detected_at),
             "event": stamp(a.event_time), "evidence": sorted(a.evidence.items()),
             "others": [row(o) for o in others], "chart": chart,
@@ -194,6 +218,16 @@ class _Views:
         return JSONResponse(row(found) | {
             "history": [{"status": h.status, "note": h.note, "at": h.at} for h in history],
             "audit": proof})
+
+    async def api_context(self, request: Request) -> Response:
+        found = await run_in_threadpool(self.store.get, request.path_params["alert_id"])
+        if found is None:
+            return JSONResponse({"error": f"no alert {request.path_params['alert_id']!r}"},
+                                status_code=404)
+        ctx, missing = await run_in_threadpool(self._context, found.alert)
+        return JSONResponse({"alert_id": found.alert_id,
+                             "context": None if ctx is None else orjson.loads(ctx.to_json()),
+                             "reason": missing})
 
     async def api_status(self, request: Request) -> Response:
         try:
@@ -269,6 +303,48 @@ class _Views:
             others.append(found)
         return found, others, self.store.history(found.alert_id), self._proof(found)
 
+    def _context(self, alert: Alert) -> tuple[Context | None, str]:
+        """The records around ``alert``: kept by the sink, else read from Kafka now (and
+        kept); None and why not when neither can be had."""
+        try:
+            if not self._context_table:
+                alert_context.ensure_table(self.store)
+                self._context_table = True
+            ctx = alert_context.load(self.store, alert.alert_id)
+        except SQLAlchemyError as exc:
+            return None, f"The alert store cannot give this alert's records: {_first(exc)}"
+        if ctx is not None:
+            return ctx, ""
+        before = self.settings.alerts.context_records
+        if not alert.source.get("topic"):
+            return None, "This alert names no source record."
+        if not before:
+            return None, "alerts.context_records is 0: records around alerts are not read."
+        if time.monotonic() < self._kafka_down_until:
+            return None, self._kafka_down
+        try:
+            consumer = clients.consumer(self.settings, enable_auto_commit=False,
+                                        bootstrap_timeout_ms=KAFKA_TIMEOUT_MS)
+        except (BrokerError, KafkaError, OSError) as exc:
+            self._kafka_down_until = time.monotonic() + KAFKA_RETRY_S
+            self._kafka_down = ("The alert sink kept no records for this alert, and Kafka "
+                                f"cannot give them now: {_first(exc)}")
+            return None, self._kafka_down
+        try:
+            ctx = alert_context.read_contexts(consumer, [alert], before, deadline_s=5.0) \
+                .get(alert.alert_id)
+        except KafkaError as exc:
+            return None, f"Reading this alert's records from Kafka failed: {_first(exc)}"
+        finally:
+            consumer.close()
+        if ctx is None:
+            src = alert.source
+            return None, (f"{src.get('topic')} partition {src.get('partition')} is not on "
+                          f"Kafka at {self.settings.bootstrap_servers} (any more).")
+        with contextlib.suppress(SQLAlchemyError):  # if not kept: shown now, read next time
+            alert_context.save(self.store, [ctx])
+        return ctx, ""
+
     def _proof(self, found: StoredAlert) -> dict[str, Any]:
         audit = self.settings.audit.store
         try:
@@ -343,6 +419,10 @@ def _when(seconds: float) -> str:
         return stamp(seconds)
     except (OverflowError, ValueError, OSError):  # beyond the calendar: the number, then
         return f"{seconds:g} (unix seconds)"
+
+
+def _first(exc: BaseException) -> str:
+    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _pretty(value: Any) -> str:

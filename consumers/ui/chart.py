@@ -200,7 +200,7 @@ def records_figure(ctx: Context, event_time: float, offset: int, nearest: int = 
     if price:
         panels.append([Series(f"price ({price_unit})", price)])
     if liquidity:
-        panels.append([Series(f"liquidity (WETH reserve, {flow_unit})", liquidity, css="line2")])
+        panels.append([Series("liquidity (WETH reserve)", liquidity, css="line2")])
     inflow = [(s.at, s.flow_in) for s in ctx.samples if s.flow_in]
     outflow = [(s.at, -s.flow_out) for s in ctx.samples if s.flow_out]
     if inflow or outflow:
