@@ -461,13 +461,14 @@ ALERT_STORE = "alerts.db"
 
 
 def _store_alerts(settings: Settings, out: Path) -> int:
-    """Run the alert sink over the run's alerts topic into a fresh ``out/alerts.db``; the
+    """Run the alert sink over the run's alerts topic into a fresh ``out/alerts.db``, with
+    each alert's records (waiting up to 120 s for them: the run's broker goes with it); the
     number of alerts stored."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / ALERT_STORE
     for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         stale.unlink(missing_ok=True)  # its offsets were for another run's broker
-    sink = AlertSinkService(settings.replace(alerts__store=str(path)))
+    sink = AlertSinkService(settings.replace(alerts__store=str(path)), context_drain_s=120.0)
     return sink.run(input_finished=lambda: True).stored
 
 
