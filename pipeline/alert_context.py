@@ -35,6 +35,7 @@ the alert store's ``alert_context`` table, where the web view finds it later, br
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import re
@@ -312,10 +313,8 @@ class ContextFetcher:
 
     def close(self, drain_s: float = 10.0) -> None:
         """Read what is queued for at most ``drain_s``, then stop."""
-        try:
+        with contextlib.suppress(queue.Full):  # full: the thread sees the stop instead
             self.queue.put(None, timeout=drain_s)
-        except queue.Full:
-            pass
         self._thread.join(drain_s)
         self._stop.set()
         self._thread.join()
