@@ -60,7 +60,7 @@ from pipeline.metrics import (
     RULE_ERRORS,
     SCORING_LATENCY,
 )
-from pipeline.records import DexEvent, Label, TokenTransfer, Trade, Transaction
+from pipeline.records import DexEvent, Label, Retraction, TokenTransfer, Trade, Transaction
 from pipeline.rules import RuleSet
 from pipeline.scoring import Scorer
 from pipeline.settings import Settings
@@ -98,10 +98,12 @@ class ScorerService:
         self._consumer_overrides = consumer_overrides
         self.stats = ScoreStats()
         topics = settings.topics
+        retraction = Retraction.record_type  # a live source's, on each topic it writes
         self._expected = {
-            topics.transactions: frozenset({Transaction.record_type, TokenTransfer.record_type}),
-            topics.dex: frozenset({DexEvent.record_type}),
-            topics.trades: frozenset({Trade.record_type}),
+            topics.transactions: frozenset({Transaction.record_type, TokenTransfer.record_type,
+                                            retraction}),
+            topics.dex: frozenset({DexEvent.record_type, retraction}),
+            topics.trades: frozenset({Trade.record_type, retraction}),
             topics.labels: frozenset({Label.record_type}),
         }
         self.tasks: TaskManager | None = None

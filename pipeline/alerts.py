@@ -23,7 +23,7 @@ import orjson
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 ALERT_TYPES = ("pump_and_dump", "rug_pull", "wash_trading", "anomalous_transfer", "anomaly",
-               "model_drift")
+               "model_drift", "rug_risk", "retraction")
 
 
 def alert_id(detector: str, subject: str, item_ids: list[str]) -> str:

@@ -651,8 +651,42 @@ def _clean(text: object, limit: int) -> TypeGuard[str]:
     """Whether ``text`` is a non-empty string of at most ``limit`` characters, stripped."""
     return type(text) is str and 0 < len(text) <= limit and text.strip() == text
 
-ChainRecord = Transaction | DexEvent | TokenTransfer | Label | Trade
+
+@dataclass(frozen=True, slots=True)
+class Retraction(Record):
+    """Block ``block_number`` (hash ``block_hash``) was orphaned by a reorg: the records a live
+    source wrote from it are void. It is sent to every partition of every topic the source
+    wrote that block's records to, after them and before the new branch's records of that
+    height, so each scorer task sees it in order with what it retracts.
+
+    ``reason`` says why (``reorg``, with the new branch's hash of the height: ``reorg
+    replaced by 0x…``)."""
+
+    block_number: int
+    block_hash: str
+    reason: str
+
+    record_type: ClassVar[str] = "retraction"
+    _parsers: ClassVar[dict[str, Any]] = {
+        "block_number": parse_block,
+        "block_hash": parse_hash,
+        "reason": parse_text,
+    }
+    _required: ClassVar[frozenset[str]] = frozenset({"block_number", "block_hash", "reason"})
+    amount_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @property
+    def item_id(self) -> str:
+        return f"retraction_{self.block_hash}"
+
+    @property
+    def key(self) -> str:
+        return self.block_hash
+
+
+ChainRecord = Transaction | DexEvent | TokenTransfer | Label | Trade | Retraction
 RECORD_TYPES: dict[str, type[Transaction] | type[DexEvent] | type[TokenTransfer] | type[Label]
-                   | type[Trade]] = {
-    cls.record_type: cls for cls in (Transaction, DexEvent, TokenTransfer, Label, Trade)
+                   | type[Trade] | type[Retraction]] = {
+    cls.record_type: cls
+    for cls in (Transaction, DexEvent, TokenTransfer, Label, Trade, Retraction)
 }

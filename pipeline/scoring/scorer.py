@@ -33,9 +33,18 @@ import logging
 from typing import Any
 
 from pipeline.alerts import Alert
-from pipeline.records import ChainRecord, DexEvent, Label, TokenTransfer, Trade, Transaction
+from pipeline.records import (
+    ChainRecord,
+    DexEvent,
+    Label,
+    Retraction,
+    TokenTransfer,
+    Trade,
+    Transaction,
+)
 from pipeline.rules import Rule, RuleSet
 from pipeline.scoring.dex import DexScoring
+from pipeline.scoring.retractions import Retractions
 from pipeline.scoring.trades import LABEL_SOURCE, TradeScoring
 from pipeline.scoring.transactions import TransactionScoring
 from pipeline.state import StateError, fields
@@ -55,19 +64,27 @@ class Scorer:
         self.dex = DexScoring(self.ruleset, seed)
         self.transactions = TransactionScoring(self.ruleset, seed)
         self.trades = TradeScoring(self.ruleset, seed)
+        self.retractions = Retractions()
         self.events = 0
 
     def process(self, record: ChainRecord, source: dict[str, Any]) -> list[Alert]:
         """Score ``record`` (and learn from it); return the alerts it triggers.
 
         ``source`` (topic, partition, offset) is copied into each alert's ``source`` with the
-        ``item_ids`` of the triggering records.
+        ``item_ids`` of the triggering records. A retraction raises the ``retraction`` of the
+        alerts its block's records raised (:mod:`pipeline.scoring.retractions`).
         """
         self.events += 1
         if isinstance(record, DexEvent):
-            return self.dex.process(record, source)
+            alerts = self.dex.process(record, source)
+            self.retractions.note(alerts)
+            return alerts
         if isinstance(record, Transaction | TokenTransfer):
-            return self.transactions.process(record, source)
+            alerts = self.transactions.process(record, source)
+            self.retractions.note(alerts)
+            return alerts
+        if isinstance(record, Retraction):
+            return self.retractions.retract(record, source)
         if isinstance(record, Trade):
             return self.trades.process(record, source)
         if isinstance(record, Label):
@@ -79,16 +96,20 @@ class Scorer:
 
     def state(self) -> dict[str, Any]:
         """Everything this Scorer learned, as plain data (see :mod:`pipeline.state`)."""
-        return {"v": 2, "seed": self.seed, "events": self.events, "dex": self.dex.state(),
-                "transactions": self.transactions.state(), "trades": self.trades.state()}
+        return {"v": 3, "seed": self.seed, "events": self.events, "dex": self.dex.state(),
+                "transactions": self.transactions.state(), "trades": self.trades.state(),
+                "retractable": self.retractions.state()}
 
     def load_state(self, state: dict[str, Any]) -> list[str]:
         """Load :meth:`state` into this Scorer, built from today's configuration. Rules whose
         detector or filter changed since, or that are new, start fresh; the returned notes
         (also logged) say which. Raises :class:`~pipeline.state.StateError` if the state
         does not fit at all."""
-        fields(state, "scorer", 2, seed=int, events=int, dex=dict, transactions=dict,
-               trades=dict)
+        parts = {"seed": int, "events": int, "dex": dict, "transactions": dict, "trades": dict}
+        if isinstance(state, dict) and state.get("v") == 2:  # written before retractions
+            fields(state, "scorer", 2, **parts)
+        else:
+            fields(state, "scorer", 3, **parts, retractable=list)
         if state["seed"] != self.seed:
             raise StateError(f"the checkpoint's scorer has seed {state['seed']}, this one "
                              f"{self.seed}")
@@ -96,6 +117,7 @@ class Scorer:
             self.transactions.load_state(state["transactions"]) + \
             self.trades.load_state(state["trades"])
         self.events = state["events"]
+        self.retractions.load_state(state.get("retractable", []))
         for note in notes:
             log.warning("restoring a checkpoint: %s", note)
         return notes
@@ -121,6 +143,8 @@ class Scorer:
         for kind, count in [*self.dex.trades.alerts.items(), *self.transactions.alerts.items(),
                             *self.trades.alerts.items()]:
             alerts[kind] = alerts.get(kind, 0) + count
+        if self.retractions.raised:
+            alerts["retraction"] = self.retractions.raised
         for kind, count in sorted(alerts.items()):
             out[f"alerts_{kind}"] = float(count)
         return out
