@@ -236,18 +236,20 @@ class Rpc:
     """JSON-RPC calls paced to ``rate`` per second and retried with backoff."""
 
     def __init__(self, transport: Transport, shown: str, *, rate: float, max_retries: int,
-                 summary: RpcSummary, sleep: Callable[[float], None] = time.sleep) -> None:
+                 summary: RpcSummary, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.transport = transport
         self.shown = shown
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self.max_retries = max_retries
         self.summary = summary
         self.sleep = sleep
-        self._next = time.monotonic()
+        self.clock = clock
+        self._next = clock()
         self.has_block_receipts = True
 
     def _pace(self, n: int) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self._next > now:
             self.sleep(self._next - now)
         self._next = max(now, self._next) + n * self.interval
