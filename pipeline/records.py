@@ -48,7 +48,7 @@ MAX_RECORD_BYTES = 1_000_000  # Apache Kafka's default message.max.bytes
 """The largest record, as encoded JSON; it also bounds ``input`` calldata."""
 MAX_INPUT_CHARS = 2 + 2 * MAX_RECORD_BYTES
 TEXT_LIMITS = {"subject": 256, "source": 128, "partition_key": 256, "venue": 64, "market": 128,
-               "trade_id": 128, "taker": 128, "stream": 128}
+               "trade_id": 128, "taker": 128, "stream": 128, "reason": 200}
 """Maximum length in characters of each free-text field (after stripping spaces)."""
 ZERO_ADDRESS = "0x" + "0" * 40
 

@@ -55,3 +55,11 @@ def test_a_state_written_before_retractions_still_loads() -> None:
     fresh = Scorer(seed=1)
     fresh.load_state(old)
     assert fresh.retractions.by_block == {}
+
+
+def test_a_retraction_record_round_trips_on_the_wire() -> None:
+    from pipeline import codec
+
+    r = Retraction(12, "0x" + "ab" * 32, "reorg: replaced by 0x" + "cd" * 32)
+    assert codec.decode(codec.encode(r), ("dex_event", "retraction")) == r
+    assert r.item_id == "retraction_0x" + "ab" * 32
