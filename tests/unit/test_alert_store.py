@@ -74,6 +74,43 @@ def test_a_failed_transaction_rolls_back_alerts_and_offsets(store: AlertStore,
     assert store.count() == 0 and store.offsets() == {}
 
 
+def test_a_refused_alert_rolls_back_its_batch_and_offsets(store: AlertStore,
+                                                          alert_store_url: str) -> None:
+    """An alert row the database refuses (on PostgreSQL inside the COPY) fails the whole
+    batch with an AlertStoreError: no alert of it, no offset, and the next batch is
+    stored as usual."""
+    engine = sa.create_engine(store_url(alert_store_url))
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON alerts WHEN "
+                                 "NEW.subject = 'refused' BEGIN SELECT RAISE(ABORT, 'no'); END")
+        else:
+            conn.exec_driver_sql("ALTER TABLE alerts ADD CONSTRAINT refuse "
+                                 "CHECK (subject <> 'refused')")
+    engine.dispose()
+    store.add([alert(1)], {("alerts", 0): 1})
+    with pytest.raises(AlertStoreError, match="cannot write the alert store"):
+        store.add([alert(2), alert(3, subject="refused"), alert(4)], {("alerts", 0): 4})
+    assert store.count() == 1 and store.offsets() == {("alerts", 0): 1}
+    assert store.add([alert(2), alert(4)], {("alerts", 0): 5}) == 2
+    assert [s.seq for s in store.query(newest_first=False)] == [1, 2, 3]
+
+
+def test_big_batches_half_duplicates_are_numbered_without_gaps(store: AlertStore) -> None:
+    """Batches far over one look-up chunk (500 ids), half of each stored already: the new
+    ones only, numbered on from the last seq, byte-exact, offsets set."""
+    first = [alert(i) for i in range(0, 3000, 2)]
+    assert store.add(first, {("alerts", 0): 1500}) == 1500
+    mixed = [alert(i) for i in range(3000)] + [alert(3000), alert(3000)]
+    assert store.add(mixed, {("alerts", 0): 3001, ("alerts", 1): 7}) == 1501
+    stored = store.query(newest_first=False)
+    assert [s.seq for s in stored] == list(range(1, 3002))
+    assert [s.alert_id for s in stored[1500:]] == [alert(i).alert_id for i in
+                                                   [*range(1, 3000, 2), 3000]]
+    assert all(s.raw == s.alert.to_json() for s in stored[::250])
+    assert store.offsets() == {("alerts", 0): 3001, ("alerts", 1): 7}
+
+
 def test_json_round_trip_is_byte_exact(store: AlertStore) -> None:
     a = Alert.build(type="pump_and_dump", severity="critical", score=0.123456789,
                     subject="0x" + "ab" * 20, detector="pump_phase", model_version="2",
