@@ -28,7 +28,8 @@ soak: $(BIN)/.installed
 	$(BIN)/python -m pytest tests/reliability --timeout=0 -p no:cacheprovider $(SOAK_ARGS) $(PYTEST_ARGS)
 
 # prometheus + promtool, a Compose implementation, PostgreSQL's server, Chromium and its
-# driver (the UI's browser test), from Debian's packages if missing
+# driver (the UI's browser test), from Debian's packages if missing; anvil and the Uniswap-V2
+# contracts from npm (.ci/anvil), ethereum-etl in its own venv (.ci/cache/ethereum-etl)
 tools:
 	bash .ci/tools.sh
 

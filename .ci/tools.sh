@@ -13,12 +13,137 @@
 #                   /usr/bin/chromedriver): tests/e2e/test_ui_browser.py drives the web view
 #                   (`chainwatch ui`) in headless Chromium through Selenium; no browser is
 #                   ever downloaded by a test tool
+#   anvil           Foundry's local Ethereum node (anvil 1.7.1) and the compiled contracts the
+#                   chain tests deploy (Uniswap-V2 core 1.0.1 and periphery 1.1.0-beta.0:
+#                   factory, pair, router, WETH9; OpenZeppelin 4.9.6: ERC20PresetMinterPauser),
+#                   from npm as .ci/anvil/package-lock.json pins them, into
+#                   .ci/anvil/node_modules (gitignored); tests/anvil.py starts the anvil binary
+#                   of the platform package directly. Needs npm (Debian's `npm` when missing)
+#   ethereum-etl    ethereum-etl 2.4.2 in its own virtual environment, .ci/cache/ethereum-etl
+#                   (gitignored), made with the python3 that runs this script: it pins web3 5,
+#                   which cannot share chainwatch's .venv (web3 8), so tests run its
+#                   `ethereumetl` command and never import it
 #
 # Idempotent: installs only what is missing and says what it does. Uses sudo only when not
-# root and only when something has to be installed. Debian/Ubuntu (apt-get) only.
+# root and only when a Debian package has to be installed. Debian/Ubuntu (apt-get) only for
+# those; npm and pip fetch the rest, pinned.
 set -euo pipefail
 
 say() { printf '.ci/tools.sh: %s\n' "$*" >&2; }
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+anvil_dir="$repo/.ci/anvil"
+etl_venv="$repo/.ci/cache/ethereum-etl"
+etl_bin="$etl_venv/bin/ethereumetl"
+
+# The npm package that holds anvil's binary for this machine: an optional dependency of
+# @foundry-rs/anvil (tests/anvil.py looks for the same one).
+anvil_platform_package() {
+    case "$(uname -s)-$(uname -m)" in
+        Linux-x86_64) echo anvil-linux-amd64 ;;
+        Linux-aarch64 | Linux-arm64) echo anvil-linux-arm64 ;;
+        Darwin-x86_64) echo anvil-darwin-amd64 ;;
+        Darwin-arm64) echo anvil-darwin-arm64 ;;
+        *) return 1 ;;
+    esac
+}
+anvil_bin="$anvil_dir/node_modules/@foundry-rs/$(anvil_platform_package || echo unsupported)/bin/anvil"
+
+# node_modules holds the binary and is no older than the lockfile (npm ci writes its own copy,
+# node_modules/.package-lock.json: a lockfile changed since, by a pull, is installed again).
+anvil_current() {
+    [ -x "$anvil_bin" ] && [ -f "$anvil_dir/node_modules/.package-lock.json" ] \
+        && ! [ "$anvil_dir/package-lock.json" -nt "$anvil_dir/node_modules/.package-lock.json" ]
+}
+
+# `npm ci` exactly as the lockfile says. --include=optional: the binary is in an optional
+# dependency, which an `omit=optional` config would drop. --ignore-scripts: the only install
+# script is @foundry-rs/anvil's fallback that downloads the binary itself when the optional
+# dependency is missing; here its absence is an error instead. The lockfile has no `resolved`
+# URLs (made with --omit-lockfile-registry-resolved, so it names no registry host): npm takes
+# each package from the configured registry and checks it against the lockfile's `integrity`.
+install_anvil() {
+    if anvil_current; then
+        return 0
+    fi
+    if ! anvil_platform_package >/dev/null; then
+        say "anvil: no npm binary package for $(uname -s) $(uname -m)"
+        exit 1
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        say "anvil: npm not found: install Node.js and npm, then run this script again"
+        exit 1
+    fi
+    say "installing anvil and the Uniswap-V2 and OpenZeppelin contracts: npm ci in" \
+        ".ci/anvil ($(npm --version 2>/dev/null))"
+    npm ci --prefix "$anvil_dir" --omit-lockfile-registry-resolved --include=optional \
+        --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
+    if [ ! -x "$anvil_bin" ]; then
+        say "npm ci finished but $anvil_bin is missing (was the optional dependency" \
+            "@foundry-rs/$(anvil_platform_package) skipped?)"
+        exit 1
+    fi
+    say "anvil: $("$anvil_bin" --version 2>/dev/null | head -n 1) (${anvil_bin#"$repo/"})"
+}
+
+# The venv works: its command loads every module an export needs (web3 5, eth-abi 2 and the
+# parsimonious grammar eth-abi builds when imported).
+etl_works() {
+    [ -x "$etl_bin" ] && "$etl_bin" export_blocks_and_transactions --help >/dev/null 2>&1
+}
+
+etl_version() {
+    "$etl_bin" --version 2>/dev/null | head -n 1
+}
+
+# A venv that lacks the command or fails to load it (an install cut short) is made afresh.
+install_ethereum_etl() {
+    if [ "$etl_ready" = yes ] || etl_works; then
+        return 0
+    fi
+    local log="$repo/.ci/cache/ethereum-etl-install.log"
+    mkdir -p "$repo/.ci/cache"
+    if [ -x "$etl_bin" ]; then
+        say "ethereum-etl in .ci/cache/ethereum-etl does not load (an install cut short?):" \
+            "making it afresh"
+    fi
+    say "installing ethereum-etl 2.4.2 into .ci/cache/ethereum-etl with" \
+        "$(python3 --version 2>&1) (pip's output: .ci/cache/ethereum-etl-install.log)"
+    python3 -m venv --clear "$etl_venv"
+    "$etl_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        ethereum-etl==2.4.2 >"$log" 2>&1 || {
+        say "pip install ethereum-etl==2.4.2 failed; its output ends:"
+        tail -n 20 "$log" >&2
+        exit 1
+    }
+    # ethereum-etl pins eth-abi 2.2.0, which pins parsimonious <0.9: parsimonious 0.8.1 calls
+    # inspect.getargspec, removed in Python 3.11, so importing eth-abi fails there. 0.9.0 has
+    # the same grammar API. pip's resolver then prints that eth-abi wants <0.9 (into the log)
+    # and exits 0.
+    "$etl_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        parsimonious==0.9.0 >>"$log" 2>&1 || {
+        say "pip install parsimonious==0.9.0 failed; its output ends:"
+        tail -n 20 "$log" >&2
+        exit 1
+    }
+    if ! "$etl_venv/bin/python" -c 'import pkg_resources' >/dev/null 2>&1; then
+        # web3 5 imports pkg_resources; venvs of Python 3.12+ come without setuptools
+        "$etl_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+            "setuptools<81" >>"$log" 2>&1
+    fi
+    if ! etl_works; then
+        say "installed ethereum-etl but '$etl_bin export_blocks_and_transactions --help'" \
+            "fails: $("$etl_bin" export_blocks_and_transactions --help 2>&1 | tail -n 1)"
+        exit 1
+    fi
+    say "ethereum-etl: $(etl_version) (${etl_bin#"$repo/"})"
+}
+
+# The two tools outside Debian's packages, after them (npm may be one of those).
+install_others() {
+    install_anvil
+    install_ethereum_etl
+}
 
 have_compose() {
     if docker compose version >/dev/null 2>&1; then
@@ -74,8 +199,22 @@ else
     missing+=(chromium chromium-driver)
 fi
 
+if anvil_current; then
+    say "anvil present: $("$anvil_bin" --version 2>/dev/null | head -n 1) (.ci/anvil)"
+elif ! command -v npm >/dev/null 2>&1; then
+    missing+=(npm)
+fi
+etl_ready=no
+if etl_works; then
+    etl_ready=yes
+    say "ethereum-etl present: $(etl_version) (.ci/cache/ethereum-etl)"
+elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    missing+=(python3-venv)
+fi
+
 if [ "${#missing[@]}" -eq 0 ]; then
-    say "nothing to install"
+    say "no Debian package to install"
+    install_others
     exit 0
 fi
 
@@ -128,3 +267,4 @@ else
         "/usr/bin/chromedriver"
     exit 1
 fi
+install_others
