@@ -59,6 +59,13 @@ META = sa.Table(
     sa.Column("key", sa.String(50), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+RETRACTED = sa.Table(  # made on opening in stores older than it (pipeline.alert_store)
+    "alert_retractions", METADATA,
+    sa.Column("alert_id", sa.String(200), primary_key=True),
+    sa.Column("retracted_by", sa.String(200), nullable=False),
+    sa.Column("block_hash", sa.String(100), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+)
 CONTEXT = sa.Table(  # made on first use in stores older than it (pipeline.alert_context)
     "alert_context", METADATA,
     sa.Column("alert_id", sa.String(200), primary_key=True),

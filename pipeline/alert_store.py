@@ -66,7 +66,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from pipeline.alert_schema import ALERTS, FORMAT, HISTORY, META, METADATA, OFFSETS, Incoming
+from pipeline.alert_schema import (
+    ALERTS,
+    FORMAT,
+    HISTORY,
+    META,
+    METADATA,
+    OFFSETS,
+    RETRACTED,
+    Incoming,
+)
 from pipeline.alerts import Alert
 from pipeline.errors import ChainwatchError, ConfigError
 from pipeline.records import Label
@@ -218,6 +227,8 @@ class AlertStore:
             if found != FORMAT:
                 raise AlertStoreError(f"{self.shown} holds alert store format {found!r}; this "
                                       f"chainwatch reads {FORMAT} only (use a new store)")
+        with contextlib.suppress(SQLAlchemyError):  # a store made before retractions
+            RETRACTED.create(self._engine, checkfirst=True)
 
     def __repr__(self) -> str:
         return f"AlertStore({self.shown!r})"
@@ -268,6 +279,8 @@ class AlertStore:
                 top = conn.execute(sa.select(sa.func.max(ALERTS.c.seq))).scalar() or 0
                 _insert(conn, [_row(item, top + n, now) for n, item in
                                enumerate(fresh.values(), start=1)])
+                _mark_retracted(conn, [i.alert for i in fresh.values()
+                                       if i.alert.type == "retraction"], now)
             if offsets:
                 _set_offsets(conn, offsets)
         return len(fresh)
@@ -295,6 +308,18 @@ class AlertStore:
         return updated
 
     # -- reading ---------------------------------------------------------------------------
+
+    def retracted(self, alert_ids: Sequence[str]) -> dict[str, str]:
+        """Of ``alert_ids``, those a ``retraction`` alert withdrew (their block was orphaned
+        by a reorg), with that retraction's id."""
+        found: dict[str, str] = {}
+        with self._errors("read"), self._engine.connect() as conn:
+            ids = list(alert_ids)
+            for i in range(0, len(ids), _CHUNK):
+                found |= dict(conn.execute(
+                    sa.select(RETRACTED.c.alert_id, RETRACTED.c.retracted_by)
+                    .where(RETRACTED.c.alert_id.in_(ids[i:i + _CHUNK]))).all())
+        return found
 
     def offsets(self) -> dict[tuple[str, int], int]:
         """``(topic, partition) -> next offset`` of the input the stored alerts cover."""
@@ -391,6 +416,21 @@ def _matching(*, types: Sequence[str], subjects: Sequence[str], severities: Sequ
     if until is not None:
         wheres.append(ALERTS.c.detected_at <= until)
     return wheres
+
+
+def _mark_retracted(conn: Connection, retractions: list[Alert], now: float) -> None:
+    """Each alert a newly stored retraction names, marked by it (the first retraction wins)."""
+    rows = {a: {"alert_id": a, "retracted_by": r.alert_id,
+                "block_hash": str(r.evidence.get("block_hash", r.subject)), "at": now}
+            for r in retractions for a in r.evidence.get("retracted", [])
+            if isinstance(a, str)}
+    if not rows:
+        return
+    have = set(conn.execute(sa.select(RETRACTED.c.alert_id).where(
+        RETRACTED.c.alert_id.in_(list(rows)))).scalars())
+    fresh = [row for a, row in rows.items() if a not in have]
+    if fresh:
+        conn.execute(sa.insert(RETRACTED), fresh)
 
 
 def _engine_options(backend: str) -> dict[str, Any]:

@@ -107,12 +107,14 @@ def build_app(settings: Settings, store: AlertStore, *,
     ], middleware=[Middleware(AuthMiddleware, credentials=creds)])
 
 
-def row(s: StoredAlert) -> dict[str, Any]:
+def row(s: StoredAlert, retracted: dict[str, str] | None = None) -> dict[str, Any]:
     """An alert as ``/api/alerts`` and the event stream give it: the stored alert's JSON
     (:meth:`~pipeline.alert_store.StoredAlert.to_json_dict`) with ``detected`` (its stream
-    time, ISO) and ``href`` (its page)."""
+    time, ISO), ``href`` (its page) and ``retracted_by`` (the retraction that withdrew it,
+    its block orphaned by a reorg; null if none, or not looked up: the event stream's)."""
     return s.to_json_dict() | {"detected": stamp(s.alert.detected_at),
-                               "href": f"/alerts/{s.alert_id}"}
+                               "href": f"/alerts/{s.alert_id}",
+                               "retracted_by": (retracted or {}).get(s.alert_id)}
 
 
 class _Views:
@@ -139,10 +141,11 @@ class _Views:
             return self.store.query(**filters.query_args(), limit=filters.limit), cursor
 
         alerts, cursor = await run_in_threadpool(read)
+        marks = await run_in_threadpool(self.store.retracted, [a.alert_id for a in alerts])
         stream = urlencode([(k, v) for k, v in request.query_params.multi_items()
                             if k not in ("limit", "after")] + [("after", str(cursor))])
         return self._page(request, "queue.html", {
-            "alerts": [row(s) for s in alerts], "filters": filters, "stream": stream,
+            "alerts": [row(s, marks) for s in alerts], "filters": filters, "stream": stream,
             "severities": SEVERITIES, "statuses": STATUSES,
             "since": _given(request, "since"), "until": _given(request, "until"),
             "window": _window(filters)})
@@ -157,6 +160,7 @@ class _Views:
         chart = timeline_svg([Point(o.alert.detected_at, o.alert.score, o.alert.type,
                                     o.alert_id == found.alert_id) for o in others])
         ctx, missing = await run_in_threadpool(self._context, a)
+        marks = await run_in_threadpool(self.store.retracted, [o.alert_id for o in others])
         records_svg, records = ("", []) if ctx is None else records_figure(
             ctx, a.event_time, a.source.get("offset", -1))
         if ctx is not None and not ctx.samples:
@@ -167,7 +171,8 @@ class _Views:
             "records_missing": missing, "stamp": stamp,
             "s": found, "a": a, "detected": stamp(a.detected_at),
             "event": stamp(a.event_time), "evidence": sorted(a.evidence.items()),
-            "others": [row(o) for o in others], "chart": chart,
+            "others": [row(o, marks) for o in others], "chart": chart,
+            "retracted_by": marks.get(found.alert_id),
             "history": [(stamp(h.at), h.status, h.note) for h in history],
             "proof": proof, "proof_shown": SHOWN.get(proof["outcome"], proof["outcome"]),
             "statuses": STATUSES, "label": request.query_params.get("label", ""),
@@ -207,7 +212,8 @@ class _Views:
             return JSONResponse({"error": str(exc)}, status_code=400)
         alerts = await run_in_threadpool(
             lambda: self.store.query(**filters.query_args(), limit=filters.limit))
-        return JSONResponse([row(s) for s in alerts])
+        marks = await run_in_threadpool(self.store.retracted, [a.alert_id for a in alerts])
+        return JSONResponse([row(s, marks) for s in alerts])
 
     async def api_alert(self, request: Request) -> Response:
         try:
@@ -215,7 +221,8 @@ class _Views:
                 self._details, request.path_params["alert_id"])
         except AlertStoreError as exc:
             return JSONResponse({"error": str(exc)}, status_code=404)
-        return JSONResponse(row(found) | {
+        marks = await run_in_threadpool(self.store.retracted, [found.alert_id])
+        return JSONResponse(row(found, marks) | {
             "history": [{"status": h.status, "note": h.note, "at": h.at} for h in history],
             "audit": proof})
 

@@ -352,3 +352,21 @@ def test_a_status_change_committed_late_is_not_skipped(alert_store_url: str) -> 
         release.set()
         for opened in (slow, fast, follower):
             opened.close()
+
+
+def test_a_stored_retraction_marks_the_alerts_it_names(store: AlertStore) -> None:
+    from pipeline.records import Retraction
+    from pipeline.scoring.retractions import Retractions
+
+    alerts = [make_alert(i) for i in range(4)]
+    for a in alerts:  # raised on block 9
+        object.__setattr__(a, "labels", {"block_number": 9})
+    book = Retractions()
+    book.note(alerts[:2])
+    (retraction,) = book.retract(Retraction(9, "0x" + "ab" * 32, "reorg"), {"topic": "t"})
+    store.add([*alerts, retraction], {})
+    ids = [a.alert_id for a in alerts]
+    assert store.retracted(ids) == {ids[0]: retraction.alert_id, ids[1]: retraction.alert_id}
+    store.add([retraction], {})  # a re-sent retraction changes nothing
+    assert store.retracted([*ids, "nope"]) == {ids[0]: retraction.alert_id,
+                                               ids[1]: retraction.alert_id}
