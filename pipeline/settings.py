@@ -120,6 +120,7 @@ class Audit:
     key: str = ""  # the auditor's Ed25519 private key; empty: <store>.key, made on first use
     public_key: str = ""  # the key heads must be signed with (PEM file or hex); empty: <key>.pub
     verify_checkpoints: bool = False  # scorers restore only checkpoints the log holds
+    anchor_key: Secret = field(default_factory=lambda: Secret(""))  # signs `audit anchor`
 
 
 @dataclass(frozen=True)

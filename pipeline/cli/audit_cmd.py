@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.cli.common import (
+    add_check,
     add_common,
     add_metrics_port,
     load_settings,
@@ -78,11 +79,32 @@ def add_parser(sub: Any) -> None:
                         "FAILED / UNREADABLE with the first problem, and exits 1.")
     v.add_argument("--store", metavar="PATH", help=STORE_HELP)
     v.add_argument("--public-key", metavar="KEY", help=KEY_HELP)
+    v.add_argument("--anchors", action="store_true",
+                   help="also check every anchor of the log on the chain at --rpc-url")
+    v.add_argument("--rpc-url", type=_rpc_url, metavar="URL",
+                   help="the node to check anchors on (default: CHAINWATCH_RPC_URL)")
     v.add_argument("--head", metavar="FILE|HEX", type=_head_arg,
                    help="a signed head of this log kept elsewhere: the JSON `chainwatch audit "
                    "head` prints or the auditor publishes (or a file of it), or its hex")
     add_common(v)
+    add_check(v, _rpc_given)
     v.set_defaults(run=run_verify)
+
+    an = cmds.add_parser("anchor", help="publish the newest signed head on an Ethereum chain",
+                         description="Send one transaction whose calldata is CWA1 and the "
+                         "SHA-256 of the newest signed head, from an account to itself, wait "
+                         "for it, and record it in <store>.anchors.jsonl. The account is the "
+                         "node's (--from, else its first) unless audit.anchor_key "
+                         "(CHAINWATCH_AUDIT_ANCHOR_KEY) holds a private key to sign with. "
+                         "`chainwatch audit verify --anchors` checks them.")
+    an.add_argument("--rpc-url", type=_rpc_url, metavar="URL",
+                    help="the node (default: CHAINWATCH_RPC_URL)")
+    an.add_argument("--from", dest="sender", metavar="ADDR",
+                    help="the node's account to send from (default: its first)")
+    an.add_argument("--json", action="store_true", help="print the anchor as JSON")
+    _store_args(an)
+    add_check(an, _rpc_given)
+    an.set_defaults(run=run_anchor)
 
     pr = cmds.add_parser("prove", help="print an alert's inclusion proof as JSON",
                          description="Print the inclusion proof of an alert (or a leaf id "
@@ -123,6 +145,27 @@ def _store_args(p: argparse.ArgumentParser, key: bool = False) -> None:
     if key:
         p.add_argument("--public-key", metavar="KEY", help=KEY_HELP)
     add_common(p, bootstrap=False)
+
+
+def _rpc_url(text: str) -> str:
+    from pipeline.cli.produce_cmd import rpc_url
+
+    return rpc_url(text)
+
+
+def _rpc_given(args: argparse.Namespace) -> str | None:
+    """The node's URL, from the flag or CHAINWATCH_RPC_URL, when the command needs one."""
+    if getattr(args, "run", None) is run_verify and not args.anchors:
+        return "--rpc-url is for --anchors; add --anchors" if args.rpc_url else None
+    if args.rpc_url is None:
+        env = os.environ.get("CHAINWATCH_RPC_URL")
+        if not env:
+            return "give the node's URL: --rpc-url URL, or CHAINWATCH_RPC_URL"
+        try:
+            args.rpc_url = _rpc_url(env)
+        except argparse.ArgumentTypeError as exc:
+            return f"CHAINWATCH_RPC_URL: {exc}"
+    return None
 
 
 def _head_arg(text: str) -> Any:
@@ -208,7 +251,14 @@ def run_verify(args: argparse.Namespace) -> int:
                   file=sys.stderr)
     result = verify_store(store, public_key=key, external_heads=heads)
     print(result)
-    return 0 if result.ok else 1
+    ok = result.ok
+    if args.anchors:
+        from pipeline.audit.anchor import verify_anchors
+
+        for check in verify_anchors(store, args.rpc_url):
+            print(check)
+            ok = ok and check.ok
+    return 0 if ok else 1
 
 
 def _check_store_file(store: Path) -> None:
@@ -308,4 +358,21 @@ def run_public_key(args: argparse.Namespace) -> int:
     key = load_public_key(_public_key(_settings(args)))
     print(key.public_bytes(serialization.Encoding.PEM,
                            serialization.PublicFormat.SubjectPublicKeyInfo).decode(), end="")
+    return 0
+
+
+def run_anchor(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from pipeline.audit.anchor import anchor_head, anchors_path
+
+    settings = _settings(args)
+    anchor = anchor_head(settings.audit.store, args.rpc_url, sender=args.sender,
+                         private_key=settings.audit.anchor_key.get())
+    if args.json:
+        print(json.dumps(asdict(anchor)))
+    else:
+        print(f"anchored head {anchor.head_hash} (size {anchor.size}) in block "
+              f"{anchor.block_number} of chain {anchor.chain_id}, transaction "
+              f"{anchor.tx_hash}; recorded in {anchors_path(settings.audit.store)}")
     return 0

@@ -9,18 +9,16 @@ from typing import Any
 import pytest
 
 from pipeline.errors import SourceError
+from pipeline.jsonrpc import Rpc, _scrub, shown_url
 from pipeline.records import DexEvent, TokenTransfer
 from producers.formats import SWAP, SYNC
 from producers.rpc import (
     TRANSFER,
     CursorState,
     Kept,
-    Rpc,
     RpcCursor,
     RpcSummary,
-    _scrub,
     log_records,
-    shown_url,
     transaction,
 )
 
