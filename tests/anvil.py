@@ -69,6 +69,7 @@ NODE_MODULES = Path(__file__).resolve().parent.parent / ".ci" / "anvil" / "node_
 INSTALL_HINT = "run `bash .ci/tools.sh` (it runs `npm ci` in .ci/anvil)"
 CHAIN_ID = 31337
 ETH = 10**18
+MAINNET_WETH = "0xc02aaa39b223fe8d0a0e5c4f27ead9083c756cc2"  # = pipeline.features.pools.WETH
 GENESIS_TIMESTAMP = 1_700_000_000  # the fixture's genesis block (2023-11-14 22:13:20 UTC)
 SECONDS_PER_BLOCK = 12  # the fixture's block interval, as on Ethereum
 PENDING_GAS = 1_000_000  # the gas of a transaction sent with automine off
@@ -388,11 +389,20 @@ class Uniswap:
         self._pairs: dict[str, ChecksumAddress] = {}  # pool address -> its token
 
     @classmethod
-    def deploy(cls, anvil: Anvil, deployer: ChecksumAddress | None = None) -> Uniswap:
+    def deploy(cls, anvil: Anvil, deployer: ChecksumAddress | None = None,
+               weth_at: str | None = MAINNET_WETH) -> Uniswap:
         """Deploy the three contracts from ``deployer`` (the first account by default); the
-        factory's fee setter is the deployer."""
+        factory's fee setter is the deployer. WETH9's code is placed at ``weth_at`` (by
+        default mainnet's WETH address, which chainwatch's DEX features price against, as
+        on a fork of mainnet; its name and symbol are then empty, which nothing reads), or
+        left where it was deployed (None)."""
         deployer = deployer or anvil.accounts[0]
         weth = deploy(anvil, "WETH9", deployer)
+        if weth_at is not None:
+            code = anvil.rpc("eth_getCode", weth.address, "latest")
+            anvil.rpc("anvil_setCode", weth_at, code)
+            weth = anvil.w3.eth.contract(address=Web3.to_checksum_address(weth_at),
+                                         abi=weth.abi)
         factory = deploy(anvil, "UniswapV2Factory", deployer, deployer)
         router = deploy(anvil, "UniswapV2Router02", deployer, factory.address, weth.address)
         return cls(anvil, weth, factory, router)
