@@ -45,13 +45,8 @@ from pipeline.records import (
     parse_quantity,
     parse_timestamp,
 )
+from producers.evm_logs import BURN, MINT, SWAP, SYNC, log_records
 from producers.files import SUFFIXES, Row, columns, source_files
-
-# keccak-256 of the Uniswap-V2 pair event signatures (topic 0)
-SYNC = "0x1c411e9a96e071241c2f21f7726b17ae89e3cab4c78be50e062b03a9fffbbad1"
-SWAP = "0xd78ad95fa46c994b6551d0da85fc275fe613ce37657fb8d5e3d130840159d822"
-MINT = "0x4c209b5fc8ad50758f13e2e1088ba56a560dff690a1c6fef26394f4c03821c4f"
-BURN = "0xdccd412f0b1252819cb1fd330b93224ca42612892bb3f4f789976e6d81936496"
 
 # uniswap-v2-2021 has no timestamps: about 13.2 s per block from its first block, which was
 # mined in early September 2021. Approximate, and documented as such in the replay summary.
@@ -120,7 +115,9 @@ class TokenTransfers(Format):
 
 
 class Logs(Format):
-    """Uniswap-V2 pair events decoded from raw logs; other logs are skipped."""
+    """Uniswap-V2 pair events decoded from raw logs as the live source decodes them
+    (:mod:`producers.evm_logs`: Sync, Swap, LP Transfer; a pair's Mint and Burn logs give
+    nothing); other contracts' logs are skipped."""
 
     name, summary = "logs", "ethereum-etl / BigQuery logs (Uniswap-V2 pair events)"
     columns = ("address", "topics", "data", "block_number", "block_timestamp",
@@ -135,34 +132,38 @@ class Logs(Format):
         if isinstance(topics, str):
             topics = [t for t in topics.split(",") if t]
         topic0 = topics[0].lower() if topics else ""
-        if topic0 not in (SYNC, SWAP, MINT, BURN):
-            return None
         pool = str(v.get("address", "")).lower()
-        if pool not in self.pools:
+        if topic0 in (SYNC, SWAP, MINT, BURN) and pool not in self.pools:
             raise RecordError("unknown_pool", f"pool {pool!r} is not in the pools file; pass "
                               "--pools FILE with pool_address, token0, token1", "address", pool)
-        words = _words(str(v.get("data") or "0x"))
-        base = {"pool_address": pool, "token0": self.pools[pool][0],
-                "token1": self.pools[pool][1], **{k: v.get(k) for k in (
-                    "block_number", "block_timestamp", "transaction_hash", "log_index",
-                    "transaction_index")}}
-        need = {SYNC: 2, SWAP: 4, MINT: 2, BURN: 2}[topic0]
-        if len(words) < need:
-            raise RecordError("bad_value", f"field 'data': {len(words)} words, event needs "
-                              f"{need}", "data", v.get("data"))
-        if topic0 == SYNC:
-            fields = {"kind": "sync", "reserve0": words[0], "reserve1": words[1]}
-        elif topic0 == SWAP:
-            fields = {"kind": "swap", "amount0_in": words[0], "amount1_in": words[1],
-                      "amount0_out": words[2], "amount1_out": words[3],
-                      "sender": _topic_address(topics, 1), "to": _topic_address(topics, 2)}
-        elif topic0 == MINT:
-            fields = {"kind": "mint", "amount0_in": words[0], "amount1_in": words[1],
-                      "sender": _topic_address(topics, 1)}
-        else:
-            fields = {"kind": "burn", "amount0_out": words[0], "amount1_out": words[1],
-                      "sender": _topic_address(topics, 1), "to": _topic_address(topics, 2)}
-        return Mapped([DexEvent.from_dict(base | fields)])
+        if pool not in self.pools:
+            return None  # another contract's log
+        data = str(v.get("data") or "0x")
+        try:
+            entry = {"address": pool, "topics": topics, "data": data,
+                     "blockNumber": _number("block_number", v.get("block_number")),
+                     "transactionHash": v.get("transaction_hash"),
+                     "logIndex": _number("log_index", v.get("log_index")),
+                     "transactionIndex": _number("transaction_index",
+                                                 v.get("transaction_index"), optional=True)}
+            timestamp = _number("block_timestamp", v.get("block_timestamp"))
+            records = [r for r in log_records(entry, timestamp, self.pools)
+                       if isinstance(r, DexEvent)]
+        except ValueError:
+            raise RecordError("bad_value", "field 'data': not hex", "data", data) from None
+        return Mapped(list(records)) if records else None
+
+
+def _number(name: str, value: Any, optional: bool = False) -> Any:
+    """A whole number from an export's cell (an int, or its decimal string)."""
+    if value in (None, "") and optional:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise RecordError("bad_value" if value not in (None, "") else "missing_field",
+                      f"field {name!r}: expected a whole number (got {value!r})", name, value)
 
 
 class UniswapV2(Format):
@@ -383,18 +384,6 @@ def load_pools(path: Path) -> dict[str, tuple[str, str]]:
     return {str(p).lower(): (str(a).lower(), str(b).lower()) for p, a, b in zip(
         *(table.column(c).to_pylist() for c in ("pool_address", "token0", "token1")),
         strict=True)}
-
-
-def _words(data: str) -> list[int]:
-    body = data[2:] if data.startswith("0x") else data
-    try:
-        return [int(body[i:i + 64], 16) for i in range(0, len(body) - 63, 64)]
-    except ValueError:
-        raise RecordError("bad_value", "field 'data': not hex", "data", data) from None
-
-
-def _topic_address(topics: list[str], index: int) -> str | None:
-    return "0x" + topics[index][-40:].lower() if len(topics) > index else None
 
 
 def _derived_address(role: str, number: int) -> str:

@@ -64,21 +64,25 @@ from pipeline.jsonrpc import Rpc, RpcError, Transport, connect, shown_url
 from pipeline.metrics import RECORDS_PRODUCED
 from pipeline.progress import Progress
 from pipeline.records import (
-    ZERO_ADDRESS,
     ChainRecord,
-    DexEvent,
     Retraction,
     TokenTransfer,
     Transaction,
 )
 from pipeline.settings import Settings
-from producers.formats import SWAP, SYNC
+from producers.evm_logs import (
+    PAIR_CREATED,
+    SWAP,
+    SYNC,
+    _address,
+    _int,
+    _words,
+    log_records,
+)
 from producers.sink import KafkaSink, message_for
 
 log = logging.getLogger(__name__)
 
-TRANSFER = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
-PAIR_CREATED = "0x0d3648bd0f6ba80134a33ba9275ac585d9d315f0ad8355cddefde31afa28d0e9"
 TOKEN0, TOKEN1, FACTORY = "0x0dfe1681", "0xd21220a7", "0xc45a0155"  # pair getters' selectors
 CURSOR_VERSION = 1
 MAX_POOLS = 100_000  # pairs remembered in the cursor
@@ -125,19 +129,6 @@ class RpcSummary:
 
 # -- decoding -----------------------------------------------------------------------------
 
-def _int(value: Any) -> int:
-    return int(value, 16) if isinstance(value, str) else int(value)
-
-
-def _address(topic: str) -> str:
-    return "0x" + topic[-40:].lower()
-
-
-def _words(data: str) -> list[int]:
-    body = data[2:] if data.startswith("0x") else data
-    return [int(body[i:i + 64], 16) for i in range(0, len(body) - 63, 64)]
-
-
 def transaction(tx: dict[str, Any], timestamp: int, receipt: dict[str, Any] | None
                 ) -> Transaction:
     """A block's transaction (JSON-RPC form) with its receipt, as a record."""
@@ -157,48 +148,6 @@ def transaction(tx: dict[str, Any], timestamp: int, receipt: dict[str, Any] | No
         if receipt.get("status") is not None:
             fields["receipt_status"] = _int(receipt["status"])
     return Transaction.from_dict(fields)
-
-
-def log_records(entry: dict[str, Any], timestamp: int, pools: dict[str, tuple[str, str]]
-                ) -> list[ChainRecord]:
-    """What one log becomes: a token transfer and, for a known pair, its DEX event."""
-    topics = [t.lower() for t in entry.get("topics") or []]
-    if not topics:
-        return []
-    address = entry["address"].lower()
-    data = entry.get("data") or "0x"
-    base = {"block_number": _int(entry["blockNumber"]), "transaction_hash": entry[
-        "transactionHash"], "log_index": _int(entry["logIndex"])}
-    out: list[ChainRecord] = []
-    words = _words(data)
-    if topics[0] == TRANSFER and len(topics) == 3 and len(words) == 1:
-        src, dst = _address(topics[1]), _address(topics[2])
-        out.append(TokenTransfer.from_dict(base | {
-            "token_address": address, "from_address": src, "to_address": dst,
-            "value": words[0], "block_timestamp": timestamp}))
-        if address in pools:
-            kind = ("mint" if src == ZERO_ADDRESS else
-                    "burn" if dst in (ZERO_ADDRESS, address) else "transfer")
-            out.append(_dex(address, pools, base, timestamp, entry, kind=kind,
-                            liquidity=words[0], sender=src, to=dst))
-    elif address in pools and topics[0] == SYNC and len(words) >= 2:
-        out.append(_dex(address, pools, base, timestamp, entry, kind="sync",
-                        reserve0=words[0], reserve1=words[1]))
-    elif address in pools and topics[0] == SWAP and len(words) >= 4 and len(topics) >= 3:
-        out.append(_dex(address, pools, base, timestamp, entry, kind="swap",
-                        amount0_in=words[0], amount1_in=words[1], amount0_out=words[2],
-                        amount1_out=words[3], sender=_address(topics[1]),
-                        to=_address(topics[2])))
-    return out
-
-
-def _dex(pool: str, pools: dict[str, tuple[str, str]], base: dict[str, Any], timestamp: int,
-         entry: dict[str, Any], **fields: Any) -> DexEvent:
-    token0, token1 = pools[pool]
-    index = entry.get("transactionIndex")
-    return DexEvent.from_dict(base | fields | {
-        "pool_address": pool, "token0": token0, "token1": token1, "block_timestamp": timestamp,
-        "transaction_index": None if index is None else _int(index)})
 
 
 # -- the cursor ---------------------------------------------------------------------------

@@ -28,8 +28,7 @@ from pipeline.codec import decode
 from pipeline.records import Retraction
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
-from producers.formats import SWAP, SYNC
-from producers.rpc import TRANSFER
+from producers.evm_logs import SWAP, SYNC, TRANSFER
 from tests.anvil import ETH, Anvil, Uniswap, anvil_fixture, uniswap_fixture
 from tests.conftest import CHAINWATCH, cli_env
 from tests.helpers import sigkill

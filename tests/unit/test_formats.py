@@ -57,6 +57,11 @@ LOGS = [
     {"log_index": "4", "transaction_hash": _h(3), "transaction_index": "0",
      "block_number": "102", "block_timestamp": "1600000024", "address": "0x" + "ee" * 20,
      "data": "0x", "topics": "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"},
+    {"log_index": "5", "transaction_hash": _h(2), "transaction_index": "1",
+     "block_number": "101", "block_timestamp": "1600000012", "address": POOL,
+     "data": "0x" + _word(10**18), "topics": ",".join([
+         "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef", "0x" + "0" * 64,
+         "0x" + "0" * 24 + "33" * 20])},
 ]
 
 
@@ -111,12 +116,14 @@ def test_logs_decode_uniswap_events_identically(tmp_path: Path) -> None:
     assert results["csv"] == results["jsonl"] == results["parquet"]
     events = results["csv"]
     assert events[4] is None  # an ERC-20 Transfer of another contract: skipped
-    sync, swap, mint, burn = (e[0] for e in events[:4])  # type: ignore[index]
+    assert events[2] is None and events[3] is None  # the pair's Mint and Burn logs: nothing
+    sync, swap = (e[0] for e in events[:2])  # type: ignore[index]
     assert isinstance(sync, DexEvent) and (sync.reserve0, sync.reserve1) == (5 * 10**21,
                                                                              7 * 10**18)
     assert swap.kind == "swap" and swap.amount1_in == 10**18 and swap.to == "0x" + "22" * 20
-    assert mint.kind == "mint" and mint.amount0_in == 10**20
-    assert burn.kind == "burn" and burn.to == "0x" + "33" * 20
+    (lp_mint,) = events[5]  # type: ignore[misc]
+    assert lp_mint.kind == "mint" and lp_mint.liquidity == 10**18  # its LP Transfer from zero
+    assert lp_mint.to == "0x" + "33" * 20 and lp_mint.block_timestamp == 1_600_000_012
     assert swap.token0 == TOKEN0 and swap.item_id == f"log_{_h(1)}_1"
 
 

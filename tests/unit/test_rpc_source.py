@@ -11,16 +11,8 @@ import pytest
 from pipeline.errors import SourceError
 from pipeline.jsonrpc import Rpc, _scrub, shown_url
 from pipeline.records import DexEvent, TokenTransfer
-from producers.formats import SWAP, SYNC
-from producers.rpc import (
-    TRANSFER,
-    CursorState,
-    Kept,
-    RpcCursor,
-    RpcSummary,
-    log_records,
-    transaction,
-)
+from producers.evm_logs import SWAP, SYNC, TRANSFER, log_records
+from producers.rpc import CursorState, Kept, RpcCursor, RpcSummary, transaction
 
 POOL, T0, T1 = "0x" + "aa" * 20, "0x" + "01" * 20, "0x" + "02" * 20
 ALICE, BOB = "0x" + "a1" * 20, "0x" + "b0" * 20
