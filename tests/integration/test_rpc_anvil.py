@@ -258,3 +258,19 @@ def test_sigkilled_and_restarted_it_resumes_with_no_gap_and_only_identical_resen
             copies[topic, record.item_id].add(value)
     assert all(len(v) == 1 for v in copies.values())  # any resend is byte-identical
     assert "Traceback" not in source.logs()
+
+
+def test_over_websocket_it_writes_the_same_chain(
+        anvil: Anvil, uniswap: Uniswap, source_settings: Settings, tmp_path: Path) -> None:
+    token, pair = _pool(uniswap, anvil)
+    _trade(uniswap, anvil, token, 10, 3)
+    ws = anvil.url.replace("http://", "ws://")
+    done = subprocess.run([CHAINWATCH, "produce", "rpc", "--rpc-url", ws, "--start-block", "0",
+                           "--until-block", str(anvil.head), "--json"],
+                          env=cli_env(source_settings), capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["source"] == ws and summary["finished"]
+    live, retractions = _live(source_settings, _read(source_settings))
+    assert retractions == [] and live == _canonical(anvil, pair)
