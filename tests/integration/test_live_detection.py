@@ -5,7 +5,9 @@ Three pools: one with ordinary two-way trading, one pumped (24 large buys in 3 b
 13 minutes of ordinary trading) and dumped, one rugged (its creator removes all liquidity).
 The pumped pool's ``pump_and_dump`` and the rugged pool's ``rug_pull`` are raised within 2
 blocks of the move; nothing is raised on the ordinary pool. (``rug_risk`` needs a pool's
-first hours, which a test chain does not have; it is not expected here.)
+first hours, which a test chain does not have; it is not expected here.) Then a reorg
+orphans the rug pull's block: the source retracts it, the scorer raises a ``retraction``
+naming the rug pull's alerts, and the alert store marks them, and only them.
 """
 
 from __future__ import annotations
@@ -78,8 +80,9 @@ def test_pump_and_rug_are_caught_within_2_blocks_and_normal_trading_is_quiet(
     store = tmp_path / "alerts.db"
     run = settings.replace(alerts__store=str(store))
     ensure_topics(run)
+    cursor = ["--cursor", str(tmp_path / "chain.cursor")]
     produced = _run(run, "produce", "rpc", "--rpc-url", anvil.url, "--start-block", "0",
-                    "--until-block", str(head), "--factory", uniswap.factory.address)
+                    "--until-block", str(head), "--factory", uniswap.factory.address, *cursor)
     assert produced["finished"] and produced["last_block"] == head
     assert produced["dex_events"] > 200 and produced["retractions"] == 0
     scored = _run(run, "score", "--until-caught-up")
@@ -98,3 +101,20 @@ def test_pump_and_rug_are_caught_within_2_blocks_and_normal_trading_is_quiet(
     rugs = [b for t, b in by_pool.get(rugged_pool, []) if t == "rug_pull"]
     assert rugs and rug_block <= min(rugs) <= rug_block + 2, (rug_block, by_pool)
     assert set(by_pool) <= {pumped_pool, rugged_pool}, by_pool
+
+    # a reorg orphans the rug pull's block: its alert is retracted, and the store marks it
+    rug_alerts = [a.alert_id for a in alerts if a.type == "rug_pull"]
+    anvil.reorg(head - rug_block + 1)  # the new branch: as many empty blocks
+    anvil.mine(1)
+    again = _run(run, "produce", "rpc", "--rpc-url", anvil.url, "--until-block",
+                 str(anvil.head), "--factory", uniswap.factory.address, *cursor)
+    assert again["reorgs"] == 1 and again["retractions"] == head - rug_block + 1
+    _run(run, "score", "--until-caught-up")
+    _run(run, "alerts", "sink", "--until-caught-up", "--store", str(store))
+    with AlertStore.open(str(store), create=False) as s:
+        retractions = [x.alert for x in s.query(types=["retraction"])]
+        marked = s.retracted(rug_alerts)
+        pumps_marked = s.retracted([a.alert_id for a in alerts if a.type == "pump_and_dump"])
+    assert retractions and set(rug_alerts) <= {i for r in retractions
+                                               for i in r.evidence["retracted"]}
+    assert set(marked) == set(rug_alerts) and pumps_marked == {}  # the pump's block stands
