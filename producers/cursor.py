@@ -57,12 +57,18 @@ class Cursor:
         except OSError as exc:
             raise SourceError(f"cannot save cursor {self.path} ({exc.strerror}); check that "
                               f"its directory {self.path.parent} exists and is writable") from None
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(asdict(position), fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            Path(tmp).replace(self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replace_with(self.path, fd, tmp, json.dumps(asdict(position)))
+
+
+def replace_with(path: Path, fd: int, tmp: str, text: str) -> None:
+    """Write ``text`` to the temporary file ``tmp`` (open as ``fd``, in ``path``'s folder),
+    fsync it and rename it over ``path``: a reader sees the old file or the new one."""
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

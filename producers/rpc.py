@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import threading
 import time
@@ -58,6 +57,7 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
+from pipeline import codec
 from pipeline.errors import RecordError, SourceError
 from pipeline.health import ServiceHealth
 from pipeline.jsonrpc import Rpc, RpcError, Transport, connect, shown_url
@@ -70,6 +70,7 @@ from pipeline.records import (
     Transaction,
 )
 from pipeline.settings import Settings
+from producers.cursor import replace_with
 from producers.evm_logs import (
     PAIR_CREATED,
     SWAP,
@@ -200,15 +201,7 @@ class RpcCursor:
             "pools": {p: list(t) for p, t in list(st.pools.items())[-MAX_POOLS:]}})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            Path(tmp).replace(self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replace_with(self.path, fd, tmp, body)
 
 
 # -- the follower -------------------------------------------------------------------------
@@ -484,7 +477,7 @@ class RpcSource:
             new = canonical.get(k.number)
             reason = f"reorg: replaced by {new}" if new else "reorg: the height is gone"
             record = Retraction(k.number, k.hash, reason)
-            value = record_bytes(record)
+            value = codec.encode(record)
             for topic in k.topics:
                 for partition in sorted(producer.partitions_for(topic) or ()):
                     producer.send(topic, value=value, key=record.key.encode(),
@@ -503,7 +496,3 @@ class RpcSource:
             self._retract(sink, lost[::-1], canonical)
         st.pending = []
         self.cursor.save(st)
-
-
-def record_bytes(record: ChainRecord) -> bytes:
-    return message_for(record, Settings().topics)[2]

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from pipeline import clients
 from pipeline.alerts import Alert
+from pipeline.codec import decode
 from pipeline.records import ChainRecord
 from pipeline.settings import Settings, env_var
 from pipeline.topics import ensure_topics
@@ -169,3 +171,25 @@ def send_alerts(settings: Settings, ids: range,
         producer.send(settings.topics.alerts, value=a.to_json(), key=a.subject.encode())
     producer.flush()
     return alerts
+
+
+def read_chain_topics(settings: Settings) -> dict[tuple[str, int], list[tuple[bytes, Any]]]:
+    """Every message of the run's transactions and DEX topics, per (topic, partition), in
+    order, as (bytes, decoded record): read from the start until quiet and caught up."""
+    consumer: KafkaConsumer = clients.consumer(settings, enable_auto_commit=False)
+    out: dict[tuple[str, int], list[tuple[bytes, Any]]] = {}
+    try:
+        tps = [TopicPartition(t, p) for t in (settings.topics.transactions, settings.topics.dex)
+               for p in sorted(consumer.partitions_for_topic(t) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        quiet = 0
+        while quiet < 8 or not clients.caught_up(consumer):
+            batch = consumer.poll(timeout_ms=200)
+            quiet = 0 if batch else quiet + 1
+            for tp, messages in batch.items():
+                out.setdefault((tp.topic, tp.partition), []).extend(
+                    (m.value, decode(m.value)) for m in messages)
+    finally:
+        consumer.close()
+    return out

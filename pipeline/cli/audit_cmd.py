@@ -15,7 +15,9 @@ from pipeline.cli.common import (
     add_common,
     add_metrics_port,
     load_settings,
+    node_url_given,
     non_negative_int,
+    rpc_url,
     serving,
     stop_on_signals,
 )
@@ -81,7 +83,7 @@ def add_parser(sub: Any) -> None:
     v.add_argument("--public-key", metavar="KEY", help=KEY_HELP)
     v.add_argument("--anchors", action="store_true",
                    help="also check every anchor of the log on the chain at --rpc-url")
-    v.add_argument("--rpc-url", type=_rpc_url, metavar="URL",
+    v.add_argument("--rpc-url", type=rpc_url, metavar="URL",
                    help="the node to check anchors on (default: CHAINWATCH_RPC_URL)")
     v.add_argument("--head", metavar="FILE|HEX", type=_head_arg,
                    help="a signed head of this log kept elsewhere: the JSON `chainwatch audit "
@@ -97,7 +99,7 @@ def add_parser(sub: Any) -> None:
                          "node's (--from, else its first) unless audit.anchor_key "
                          "(CHAINWATCH_AUDIT_ANCHOR_KEY) holds a private key to sign with. "
                          "`chainwatch audit verify --anchors` checks them.")
-    an.add_argument("--rpc-url", type=_rpc_url, metavar="URL",
+    an.add_argument("--rpc-url", type=rpc_url, metavar="URL",
                     help="the node (default: CHAINWATCH_RPC_URL)")
     an.add_argument("--from", dest="sender", metavar="ADDR",
                     help="the node's account to send from (default: its first)")
@@ -147,25 +149,11 @@ def _store_args(p: argparse.ArgumentParser, key: bool = False) -> None:
     add_common(p, bootstrap=False)
 
 
-def _rpc_url(text: str) -> str:
-    from pipeline.cli.produce_cmd import rpc_url
-
-    return rpc_url(text)
-
-
 def _rpc_given(args: argparse.Namespace) -> str | None:
     """The node's URL, from the flag or CHAINWATCH_RPC_URL, when the command needs one."""
     if getattr(args, "run", None) is run_verify and not args.anchors:
         return "--rpc-url is for --anchors; add --anchors" if args.rpc_url else None
-    if args.rpc_url is None:
-        env = os.environ.get("CHAINWATCH_RPC_URL")
-        if not env:
-            return "give the node's URL: --rpc-url URL, or CHAINWATCH_RPC_URL"
-        try:
-            args.rpc_url = _rpc_url(env)
-        except argparse.ArgumentTypeError as exc:
-            return f"CHAINWATCH_RPC_URL: {exc}"
-    return None
+    return node_url_given(args)
 
 
 def _head_arg(text: str) -> Any:

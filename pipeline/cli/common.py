@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pipeline.cli.parser import Check, Parser
 from pipeline.errors import ConfigError
@@ -77,6 +78,29 @@ def port_or_off(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a port (1-65535, or 0 for none)")
     return value
+
+
+def rpc_url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            "give the node's URL as http(s)://HOST[:PORT][/PATH] or ws(s)://…, e.g. "
+            "http://127.0.0.1:8545")
+    return text.strip()
+
+
+def node_url_given(args: argparse.Namespace) -> str | None:
+    """``args.rpc_url`` from the flag or, when absent, CHAINWATCH_RPC_URL; the problem in one
+    line when neither gives a usable URL."""
+    if args.rpc_url is None:
+        env = os.environ.get("CHAINWATCH_RPC_URL")
+        if not env:
+            return "give the node's URL: --rpc-url URL, or CHAINWATCH_RPC_URL"
+        try:
+            args.rpc_url = rpc_url(env)
+        except argparse.ArgumentTypeError as exc:
+            return f"CHAINWATCH_RPC_URL: {exc}"
+    return None
 
 
 def add_check(parser: argparse.ArgumentParser, check: Check) -> None:

@@ -17,10 +17,12 @@ from pipeline.cli.common import (
     add_metrics_port,
     fraction,
     load_settings,
+    node_url_given,
     non_negative_int,
     output_file,
     positive_int,
     positive_number,
+    rpc_url,
     serving,
     stop_on_signals,
 )
@@ -148,17 +150,6 @@ def block_range(args: argparse.Namespace) -> str | None:
     return None
 
 
-def rpc_url(text: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(text.strip())
-    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
-        raise argparse.ArgumentTypeError(
-            "give the node's URL as http(s)://HOST[:PORT][/PATH] or ws(s)://…, e.g. "
-            "http://127.0.0.1:8545")
-    return text.strip()
-
-
 def address(text: str) -> str:
     value = text.strip().lower()
     if not re.fullmatch(r"0x[0-9a-f]{40}", value):
@@ -168,16 +159,8 @@ def address(text: str) -> str:
 
 def rpc_options(args: argparse.Namespace) -> str | None:
     """The node's URL (flag or CHAINWATCH_RPC_URL) and a sane block range, before any work."""
-    import os
-
-    if args.rpc_url is None:
-        env = os.environ.get("CHAINWATCH_RPC_URL")
-        if not env:
-            return "give the node's URL: --rpc-url URL, or CHAINWATCH_RPC_URL"
-        try:
-            args.rpc_url = rpc_url(env)
-        except argparse.ArgumentTypeError as exc:
-            return f"CHAINWATCH_RPC_URL: {exc}"
+    if problem := node_url_given(args):
+        return problem
     start, until = args.start_block, args.until_block
     if start is not None and until is not None and start > until:
         return (f"--start-block {start} is after --until-block {until}; give --start-block <= "

@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 from web3.types import Wei
 
-from pipeline import clients
-from pipeline.codec import decode, to_wire_dict
+from pipeline.codec import to_wire_dict
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
 from tests.anvil import ETH, Anvil, Uniswap, anvil_fixture, uniswap_fixture
 from tests.conftest import CHAINWATCH, cli_env, unique
+from tests.helpers import read_chain_topics
 
 __all__ = ["anvil_fixture", "uniswap_fixture"]
 pytestmark = pytest.mark.integration
@@ -30,24 +29,8 @@ ETHEREUMETL = Path(__file__).resolve().parents[2] / ".ci/cache/ethereum-etl/bin/
 
 def _records(settings: Settings) -> dict[str, dict[str, Any]]:
     """Every record on the transactions and DEX topics, by (kind and) item id."""
-    consumer: KafkaConsumer = clients.consumer(settings, enable_auto_commit=False)
-    out: dict[str, dict[str, Any]] = {}
-    try:
-        tps = [TopicPartition(t, p) for t in (settings.topics.transactions, settings.topics.dex)
-               for p in sorted(consumer.partitions_for_topic(t) or ())]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        quiet = 0
-        while quiet < 8 or not clients.caught_up(consumer):
-            batch = consumer.poll(timeout_ms=200)
-            quiet = 0 if batch else quiet + 1
-            for messages in batch.values():
-                for m in messages:
-                    record = decode(m.value)
-                    out[f"{type(record).__name__}:{record.item_id}"] = to_wire_dict(record)
-    finally:
-        consumer.close()
-    return out
+    return {f"{type(record).__name__}:{record.item_id}": to_wire_dict(record)
+            for messages in read_chain_topics(settings).values() for _, record in messages}
 
 
 def _export(anvil: Anvil, tmp: Path) -> dict[str, Path]:

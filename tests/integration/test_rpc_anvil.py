@@ -21,17 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
-from pipeline import clients
-from pipeline.codec import decode
 from pipeline.records import Retraction
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
 from producers.evm_logs import SWAP, SYNC, TRANSFER
 from tests.anvil import ETH, Anvil, Uniswap, anvil_fixture, uniswap_fixture
 from tests.conftest import CHAINWATCH, cli_env
-from tests.helpers import sigkill
+from tests.helpers import read_chain_topics, sigkill
 
 __all__ = ["anvil_fixture", "uniswap_fixture"]
 pytestmark = pytest.mark.integration
@@ -62,27 +59,6 @@ def _canonical(anvil: Anvil, pair: str) -> collections.Counter[tuple[str, str]]:
                 if entry["address"].lower() == pair and topics[0] in (SYNC, SWAP, TRANSFER):
                     want["dex", item] += 1
     return want
-
-
-def _read(settings: Settings) -> dict[tuple[str, int], list[tuple[bytes, Any]]]:
-    """Every message of the transactions and DEX topics, per partition, in order."""
-    consumer: KafkaConsumer = clients.consumer(settings, enable_auto_commit=False)
-    out: dict[tuple[str, int], list[tuple[bytes, Any]]] = {}
-    try:
-        tps = [TopicPartition(t, p) for t in (settings.topics.transactions, settings.topics.dex)
-               for p in sorted(consumer.partitions_for_topic(t) or ())]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        quiet = 0
-        while quiet < 8 or not clients.caught_up(consumer):
-            batch = consumer.poll(timeout_ms=200)
-            quiet = 0 if batch else quiet + 1
-            for tp, messages in batch.items():
-                out.setdefault((tp.topic, tp.partition), []).extend(
-                    (m.value, decode(m.value)) for m in messages)
-    finally:
-        consumer.close()
-    return out
 
 
 def _live(settings: Settings, read: dict[tuple[str, int], list[tuple[bytes, Any]]]
@@ -183,7 +159,7 @@ def test_reorgs_of_depth_1_to_5_are_retracted_and_nothing_is_lost_or_doubled(
         source.wait_for(anvil)
     source.stop()
 
-    read = _read(source_settings)
+    read = read_chain_topics(source_settings)
     live, retractions = _live(source_settings, read)
     assert live == _canonical(anvil, pair)  # the canonical chain exactly once: no loss, no dup
     retracted = {(r.block_number, r.block_hash) for r in retractions}
@@ -211,7 +187,7 @@ def test_with_6_confirmations_no_retraction_is_needed(
     anvil.mine(6)
     source.wait_for(anvil, confirmations=6)
     source.stop()
-    live, retractions = _live(source_settings, _read(source_settings))
+    live, retractions = _live(source_settings, read_chain_topics(source_settings))
     assert retractions == []
     below = anvil.head - 6
     want = _canonical(anvil, pair)
@@ -247,7 +223,7 @@ def test_sigkilled_and_restarted_it_resumes_with_no_gap_and_only_identical_resen
     source.start()
     assert source.proc is not None and source.proc.wait(120) == 0, source.logs()
     assert source.state()["next_block"] == head + 1
-    read = _read(source_settings)
+    read = read_chain_topics(source_settings)
     live, retractions = _live(source_settings, read)
     assert retractions == []
     want = _canonical(anvil, pair)
@@ -272,5 +248,5 @@ def test_over_websocket_it_writes_the_same_chain(
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["source"] == ws and summary["finished"]
-    live, retractions = _live(source_settings, _read(source_settings))
+    live, retractions = _live(source_settings, read_chain_topics(source_settings))
     assert retractions == [] and live == _canonical(anvil, pair)
