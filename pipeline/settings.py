@@ -55,6 +55,7 @@ from pipeline.secret import Secret
 
 ENV_PREFIX = "CHAINWATCH_"
 LOG_FORMATS = ("text", "json")
+TRANSACTIONS = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,9 @@ class Audit:
     key: str = ""  # the auditor's Ed25519 private key; empty: <store>.key, made on first use
     public_key: str = ""  # the key heads must be signed with (PEM file or hex); empty: <key>.pub
     verify_checkpoints: bool = False  # scorers restore only checkpoints the log holds
+    # the auditor's HTTP endpoint (http://host:port of `audit serve --metrics-port`): scorers
+    # ask it for heads and proofs instead of opening the store; empty: read audit.store
+    url: str = ""
     anchor_key: Secret = field(default_factory=lambda: Secret(""))  # signs `audit anchor`
 
 
@@ -167,6 +171,9 @@ class Settings:
     metrics_port: int = 0  # 0: no metrics server
     metrics_host: str = "127.0.0.1"  # the metrics server's address; 0.0.0.0: every interface
     log_format: str = "text"  # text (for people) or json (one object a line)
+    # Kafka transactions for exactly-once output: auto (when the broker isolates them: Apache
+    # Kafka yes, Tansu no), on (required), off (idempotent sinks only)
+    transactions: str = "auto"
     security: Security = field(default_factory=Security)
     topics: Topics = field(default_factory=Topics)
     partitions: Partitions = field(default_factory=Partitions)
@@ -268,6 +275,12 @@ class Settings:
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_format {self.log_format!r} is not one of "
                               f"{', '.join(LOG_FORMATS)}")
+        if self.transactions not in TRANSACTIONS:
+            raise ConfigError(f"transactions {self.transactions!r} is not one of "
+                              f"{', '.join(TRANSACTIONS)}")
+        if self.audit.url and not self.audit.url.startswith(("http://", "https://")):
+            raise ConfigError(f"audit.url {self.audit.url!r} is not an http:// or https:// "
+                              "URL, e.g. http://auditor:9102")
         for f in dataclasses.fields(Partitions):
             if getattr(self.partitions, f.name) < 1:
                 raise ConfigError(f"partitions.{f.name} must be at least 1")
@@ -336,6 +349,10 @@ class Settings:
             "session_timeout_ms": 10_000,
             "heartbeat_interval_ms": 3_000,
             "fetch_max_wait_ms": 25,  # a quiet topic answers fast: low latency at low rates
+            # only what transactions committed (all records on a non-transactional topic);
+            # Tansu ignores it and shows aborted records too (tests/integration/
+            # test_broker_defects.py)
+            "isolation_level": "read_committed",
         }
         return conf | overrides
 
@@ -383,6 +400,7 @@ _TYPES: dict[str, type] = {
     "metrics_port": int,
     "metrics_host": str,
     "log_format": str,
+    "transactions": str,
 }
 
 
