@@ -30,6 +30,7 @@ is ready once it holds partitions and each is within ``ready_max_lag`` records o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -43,6 +44,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 
 from consumers.tasks import Binding, Task, TaskManager
+from consumers.transactions import TransactionalTaskManager, use_transactions
 from pipeline import clients, codec
 from pipeline.audit.trust import CheckpointTrust
 from pipeline.checkpoints import CheckpointStore
@@ -113,6 +115,8 @@ class ScorerService:
         self.health = ConsumerHealth(ready_max_lag)
         self._failures_logged: set[str] = set()  # exception types logged with a traceback
         self._prepared: tuple[CheckpointStore, Callable[[str], bool] | None] | None = None
+        # Kafka transactions (consumers/transactions.py): None until run() asks the broker
+        self.transactional: bool | None = None
 
     def alive(self) -> tuple[bool, str]:
         """Whether the service loop is turning (``/healthz``); any thread may ask."""
@@ -136,6 +140,11 @@ class ScorerService:
     def run(self, input_finished: Callable[[], bool] | None = None) -> ScoreStats:
         """Score until stopped, or until ``input_finished()`` and every partition is caught up."""
         store, trusted = self._prepare()
+        if self.transactional is None:
+            self.transactional = use_transactions(self.settings)
+        log.info("scorer: %s", "exactly-once output through Kafka transactions"
+                 if self.transactional else "idempotent output: re-sent alerts carry the "
+                 "same ids and bytes, and the sinks de-duplicate them")
         producer = clients.producer(self.settings, linger_ms=5)
         try:
             consumer = clients.consumer(
@@ -146,18 +155,21 @@ class ScorerService:
             raise
         try:
             self._check_co_partitioned(consumer)
-            tasks = self.tasks = TaskManager(self.settings, store, producer,
-                                             scorer_factory=self.scorer_factory,
-                                             trusted=trusted, binding=self._binding(consumer))
+            manager = TransactionalTaskManager if self.transactional else TaskManager
+            tasks = self.tasks = manager(self.settings, store, producer,
+                                         scorer_factory=self.scorer_factory,
+                                         trusted=trusted, binding=self._binding(consumer))
             dlq = DeadLetterWriter(producer, self.settings.topics.dlq, stage="scorer")
             consumer.subscribe(list(self._expected),
                                listener=_Rebalance(consumer, tasks, self.health.lag))
             self.health.set_ready(False, "joining the consumer group")
             while not self.stop_event.is_set():
                 batch = consumer.poll(timeout_ms=self.poll_timeout_ms)
+                opened = tasks.open_pending(consumer)  # with transactions: seeks them
                 if tasks.failure is not None:  # raised here: the listener could not
                     raise tasks.failure
                 self.health.observe(consumer)
+                batch = {tp: msgs for tp, msgs in batch.items() if tp.partition not in opened}
                 if batch:
                     self._score_batch(batch, producer, dlq, tasks)
                     if time.monotonic() >= self._next_state_export:
@@ -166,7 +178,8 @@ class ScorerService:
                         clients.caught_up(consumer):
                     break
                 # also after an empty poll: the last records before a quiet spell are
-                # checkpointed within checkpoint_interval_s, not at the next record
+                # committed and checkpointed in time, not at the next record
+                tasks.commit_due(consumer)
                 for task in list(tasks.tasks.values()):
                     if tasks.due(task, self.checkpoint_every, self.checkpoint_interval_s):
                         tasks.checkpoint(consumer, task)
@@ -175,6 +188,8 @@ class ScorerService:
         finally:
             self.health.set_ready(False, "stopped")
             consumer.close()  # leaves the group; its revocation checkpoints need the producer
+            if self.tasks is not None:
+                self.tasks.close()
             producer.close()
             self.health.close()
         return self.stats
@@ -254,8 +269,14 @@ class ScorerService:
         expected = self._expected[tp.topic]
         alerts_topic = self.settings.topics.alerts
         on_scored = self.on_scored
+        output = self.tasks.producer_for(task) if self.tasks is not None else producer
         for msg in messages:
             source = {"topic": tp.topic, "partition": tp.partition, "offset": msg.offset}
+            if task.replaying(tp.topic, msg.offset):  # its output is committed already
+                with contextlib.suppress(Exception):  # and so is its dead letter
+                    task.scorer.process(codec.decode(msg.value or b"", expected), source)
+                task.advance(tp.topic, msg.offset)
+                continue
             try:
                 record = codec.decode(msg.value or b"", expected)
                 alerts = task.scorer.process(record, source)
@@ -270,7 +291,7 @@ class ScorerService:
             if on_scored is not None:
                 on_scored(msg.timestamp, len(alerts))
             for alert in alerts:
-                producer.send(alerts_topic, value=alert.to_json(), key=alert.subject.encode())
+                output.send(alerts_topic, value=alert.to_json(), key=alert.subject.encode())
                 RECORDS_PRODUCED.labels(topic=alerts_topic).inc()
                 ALERTS.labels(type=alert.type, severity=alert.severity).inc()
                 EVENT_TO_ALERT.observe(max(time.time() - msg.timestamp / 1000, 0.0))

@@ -157,6 +157,13 @@ class Task:
     restored_from: CheckpointRef | None = None
     uncheckpointed: int = 0  # records processed since the last checkpoint
     last_checkpoint: float = field(default_factory=time.monotonic)
+    # with transactions (consumers/transactions.py): the task's own producer, the offsets up
+    # to which a restored task re-reads without output (it was committed before), and the
+    # open transaction's record count and start
+    producer: KafkaProducer | None = None
+    replay_until: dict[str, int] = field(default_factory=dict)
+    txn_records: int = 0
+    txn_started: float = 0.0
 
     @property
     def name(self) -> str:
@@ -165,6 +172,11 @@ class Task:
     def advance(self, topic: str, offset: int) -> None:
         self.offsets[topic] = offset + 1
         self.uncheckpointed += 1
+        self.txn_records += 1
+
+    def replaying(self, topic: str, offset: int) -> bool:
+        """Whether this record's output was committed before the task was restored."""
+        return offset < self.replay_until.get(topic, 0)
 
 
 class TaskManager:
@@ -225,7 +237,7 @@ class TaskManager:
     def release(self, consumer: KafkaConsumer, partitions: set[int]) -> None:
         """Checkpoint and drop tasks whose partitions were revoked (from the listener), all
         under one deadline (see the module docstring); never raises."""
-        budget = RELEASE_SHARE * _max_poll_interval_ms(consumer) / 1000
+        budget = RELEASE_SHARE * max_poll_interval_ms(consumer) / 1000
         deadline = time.monotonic() + budget
         for partition in sorted(partitions & set(self.tasks)):
             task = self.tasks.pop(partition)
@@ -246,7 +258,10 @@ class TaskManager:
                             "and re-reads from there", task.name,
                             " ".join(str(exc).split()) or type(exc).__name__, previous)
 
-    def _restore(self, partition: int) -> Task:
+    def _restore(self, partition: int, committed: dict[str, int] | None = None) -> Task:
+        """The task of ``partition`` from its newest good checkpoint, else fresh; with
+        ``committed`` (offsets by topic), only a checkpoint that covers no record beyond
+        them (a newer one was written in a transaction that did not commit)."""
         loaded: dict[str, Any] = {}
 
         def accept(ref: CheckpointRef, data: bytes) -> None:
@@ -257,6 +272,12 @@ class TaskManager:
                     "skip or repeat records, so nothing was scored. Use another --checkpoints "
                     f"folder or --group, or delete the folder of group {self.group} in the "
                     "store to start afresh")
+            offsets = ref.meta.get("offsets")
+            if committed is not None and isinstance(offsets, dict) and any(
+                    offset > committed.get(topic, 0) for topic, offset in offsets.items()):
+                raise CheckpointRefused(
+                    f"checkpoint {ref.uri} covers records beyond the committed offsets: the "
+                    "transaction that was to commit it did not", reason="uncommitted")
             loaded.update(self._load(ref, data))
 
         found = self.store.load_newest_good(self.group, task_name(partition),
@@ -313,15 +334,7 @@ class TaskManager:
         """
         if task.uncheckpointed == 0:  # nothing new since the last one (or since a fresh start)
             return task.restored_from
-        self._flush(deadline)  # 1. alerts before the state that produced them
-        data = state.encode({"scorer": stateful(task.scorer).state(), "offsets": task.offsets})
-        meta = {"partition": task.partition, "offsets": dict(sorted(task.offsets.items())),
-                "events": task.scorer.events, "state_format": STATE_FORMAT,
-                "binding": self.binding.to_meta()}
-        ref = self.store.save(self.group, task.name, data, meta)  # 2. atomic write
-        record = orjson.dumps(ref.to_record(), option=orjson.OPT_SORT_KEYS)
-        self.producer.send(self.settings.topics.checkpoints, value=record,
-                           key=f"{self.group}/{task.name}".encode())
+        ref, size = self._write(task, deadline)  # 1-2, and 3 sent
         self._flush(deadline)  # 3. the digest is published
         commits = {TopicPartition(topic, task.partition): OffsetAndMetadata(offset, None, -1)
                    for topic, offset in task.offsets.items()}
@@ -331,14 +344,47 @@ class TaskManager:
             except KafkaError as exc:  # the broker is away: the checkpoint holds the offsets
                 log.warning("task %s: committing offsets failed (%s); the checkpoint holds "
                             "them and the next checkpoint commits", task.name, exc)
+        self._written(task, ref, size)
+        return ref
+
+    def _write(self, task: Task, deadline: float | None) -> tuple[CheckpointRef, int]:
+        """Flush the task's alerts, write its state to the store and send the digest (not
+        flushed); the new ref and the state's size."""
+        self._flush(deadline)  # 1. alerts before the state that produced them
+        data = state.encode({"scorer": stateful(task.scorer).state(), "offsets": task.offsets})
+        meta = {"partition": task.partition, "offsets": dict(sorted(task.offsets.items())),
+                "events": task.scorer.events, "state_format": STATE_FORMAT,
+                "binding": self.binding.to_meta()}
+        ref = self.store.save(self.group, task.name, data, meta)  # 2. atomic write
+        record = orjson.dumps(ref.to_record(), option=orjson.OPT_SORT_KEYS)
+        self.producer_for(task).send(self.settings.topics.checkpoints, value=record,
+                                     key=f"{self.group}/{task.name}".encode())
+        return ref, len(data)
+
+    def _written(self, task: Task, ref: CheckpointRef, size: int) -> None:
+        """Bookkeeping once a checkpoint's steps are done: metrics, pruning, the task's
+        counters."""
         CHECKPOINT_LAST_SUCCESS.labels(task=task.name).set(time.time())
-        CHECKPOINT_SIZE.observe(len(data))
+        CHECKPOINT_SIZE.observe(size)
         self.store.prune(self.group, task.name, keep=self.keep, good=ref)
         task.restored_from = ref
         task.uncheckpointed = 0
         task.last_checkpoint = time.monotonic()
         self.checkpoints_written += 1
-        return ref
+
+    def producer_for(self, task: Task) -> KafkaProducer:
+        """The producer a task's output goes through: the service's one, here."""
+        return self.producer
+
+    def open_pending(self, consumer: KafkaConsumer) -> set[int]:
+        """Tasks to open outside the rebalance listener: none here (they open in it)."""
+        return set()
+
+    def commit_due(self, consumer: KafkaConsumer, interval_s: float | None = None) -> None:
+        """Output to commit between checkpoints: none here (alerts are sent as raised)."""
+
+    def close(self) -> None:
+        """Release what the tasks hold beyond the service's clients: nothing here."""
 
     def _flush(self, deadline: float | None) -> None:
         if deadline is None:
@@ -354,7 +400,7 @@ class TaskManager:
         return {"tasks": len(self.tasks), "checkpoints_written": self.checkpoints_written}
 
 
-def _max_poll_interval_ms(consumer: KafkaConsumer) -> float:
+def max_poll_interval_ms(consumer: KafkaConsumer) -> float:
     """The consumer's ``max_poll_interval_ms`` (kafka-python keeps its settings in
     ``config``); the default when it does not say."""
     config = getattr(consumer, "config", None)

@@ -51,6 +51,9 @@ CHECKPOINTS_REFUSED = Counter(
     "chainwatch_checkpoints_refused", "Checkpoints refused on restore, by reason (digest, tag, "
     "untrusted, header, format, gone, state_format, state); the task fell back to an older "
     "one or started fresh", ["reason"])
+TRANSACTIONS = Counter(
+    "chainwatch_transactions", "Kafka transactions of scorer tasks, by outcome (committed, "
+    "aborted: the task re-reads from its committed offsets)", ["outcome"])
 AUDIT_LOG_SIZE = Gauge(
     "chainwatch_audit_log_size", "Leaves in the audit log (its newest signed head's size)")
 AUDIT_HEAD_TIMESTAMP = Gauge(
