@@ -5,6 +5,10 @@
         ├── AuditKeyError           a signing or public key is missing, unreadable, malformed
         │                           or its file is readable by others
         ├── ProofError              a proof was asked for an index or size the log lacks
+        ├── WriterFenced            this writer may no longer append (it lost its lease):
+        │                           the batch was rolled back
+        ├── LogChanged              another process wrote to the log since this writer
+        │                           opened it: nothing appended; open it again
         └── LeafError               one input record cannot become a leaf; it is also a
                                     RecordError (``code``, ``field``, ``value``), so a service
                                     sends it to the dead-letter topic and goes on
@@ -29,6 +33,15 @@ class AuditKeyError(AuditError):
 
 class ProofError(AuditError):
     """A proof was asked for a leaf index or tree size that the log does not have."""
+
+
+class WriterFenced(AuditError):
+    """The writer's fence said no before a commit (it lost its lease); nothing was appended."""
+
+
+class LogChanged(AuditError):
+    """Another process wrote to the log since this writer opened it; nothing was appended.
+    Open the log again to append on top of what the other writer left."""
 
 
 class LeafError(RecordError, AuditError):

@@ -12,6 +12,15 @@ of the last signed head. Then :meth:`AuditLog.append` adds a batch in one transa
 3. one signed head for the new size, linked to the previous head (none if no leaf is new);
 4. the input offsets the batch consumed, so a restarted auditor resumes exactly.
 
+One writer at a time, checked where it counts: every batch's transaction (and every seal)
+first makes sure no other connection wrote to the file since this writer opened it
+(SQLite's ``data_version``, and the leaf count), else :class:`~pipeline.audit.errors.
+LogChanged`; and a writer given a ``fence`` (the auditor's Kafka lease, see
+:mod:`pipeline.lease`) asks it after the batch's rows are written and before ``COMMIT``,
+holding the write lock, so a writer that lost its lease while paused commits nothing
+(:class:`~pipeline.audit.errors.WriterFenced`, the batch rolled back). A fenced writer
+closes with :meth:`AuditLog.discard`, which neither appends nor seals.
+
 The tree is kept incrementally (:class:`~pipeline.audit.merkle.CompactRange`): a batch
 costs about two hashes per leaf, one root of O(log n) hashes and one signature.
 
@@ -33,14 +42,16 @@ as one batch, ``close`` flushes and seals (:meth:`AuditLog.seal`). Everything an
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.audit.errors import AuditError
+from pipeline.audit.errors import AuditError, LogChanged, WriterFenced
 from pipeline.audit.ids import id_key
 from pipeline.audit.leaves import Leaf
 from pipeline.audit.merkle import ZERO_HASH, CompactRange, Node, decompose
@@ -61,6 +72,17 @@ logger = logging.getLogger(__name__)
 
 Offsets = Mapping[tuple[str, int], int]
 """Input consumed: ``(topic, partition) -> next offset`` (the last offset read + 1)."""
+
+Fence = Callable[[], AbstractContextManager[bool]]
+"""``with fence() as ok:`` around a commit: ``ok`` says whether this writer may still commit,
+and whatever would take that right away waits until the block ends (see
+:meth:`pipeline.lease.Lease.exclusive`)."""
+
+
+@contextlib.contextmanager
+def unfenced() -> Iterator[bool]:
+    """The fence of a writer that nothing else competes with: always yes."""
+    yield True
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +109,12 @@ class AuditLog(AuditReader):
     """The writer of one audit log file; build it with :meth:`open`, close it when done."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, signer: Signer,
-                 clock: Callable[[], int]) -> None:
+                 clock: Callable[[], int], fence: Fence = unfenced) -> None:
         super().__init__(conn, path)
         self._signer = signer
         self._clock = clock
+        self._fence = fence
+        self._data_version = -1  # SQLite's count of other connections' commits, at opening
         self._tree = CompactRange()
         self._head: SignedHead | None = None
         self._pending: list[Leaf] = []
@@ -101,16 +125,17 @@ class AuditLog(AuditReader):
 
     @classmethod
     def open(cls, path: str | Path, key: Signer | str | Path | None = None, *,
-             clock: Callable[[], int] | None = None) -> AuditLog:
+             clock: Callable[[], int] | None = None, fence: Fence = unfenced) -> AuditLog:
         """Open (or create) the log at ``path`` to append to it, signing with ``key``: a
         Signer, or a key file, made if missing (default :func:`default_key_path`).
         ``clock`` gives head times in Unix ms (default: the wall clock; a head is never
-        dated before the previous one)."""
+        dated before the previous one). ``fence`` is asked before every commit (see the
+        module docstring)."""
         path = Path(path)
         signer = key if isinstance(key, Signer) else \
             Signer.load_or_create(key if key is not None else default_key_path(path))
         conn = open_db(path, readonly=False)
-        log = cls(conn, path, signer, clock or (lambda: time.time_ns() // 1_000_000))
+        log = cls(conn, path, signer, clock or (lambda: time.time_ns() // 1_000_000), fence)
         try:
             with sql_errors(f"open the audit log {path}"):
                 log._init_schema()
@@ -149,16 +174,25 @@ class AuditLog(AuditReader):
         return self.append(leaves, offsets)
 
     def close(self) -> None:
-        """Flush, seal (unless it is sealed as it is), then close the file. Closing twice is
-        harmless."""
+        """Flush, seal (unless it is sealed as it is, or another process wrote to it since
+        this writer opened it), then close the file. Closing twice is harmless."""
         if self._closed:
             return
         try:
             self.flush()
             if self.needs_seal:
-                self.seal()
+                try:
+                    self.seal()
+                except LogChanged as exc:  # the other writer seals what it wrote
+                    logger.warning("%s; not sealed", exc)
         finally:
             super().close()
+
+    def discard(self) -> None:
+        """Close without appending what is buffered and without sealing: what a writer
+        that lost its right to write does (the next writer reads the input again)."""
+        self._pending, self._pending_offsets = [], {}
+        super().close()
 
     @property
     def needs_seal(self) -> bool:
@@ -181,6 +215,7 @@ class AuditLog(AuditReader):
         if head is None:
             return None
         with sql_errors(f"seal the audit log {self.path}"):
+            self._check_unchanged()
             seal = seal_file(self._conn, self.path, self._signer, head)
         if seal is not None:
             self._sealed_at = self._changes
@@ -205,10 +240,17 @@ class AuditLog(AuditReader):
         with sql_errors(f"append to the audit log {self.path}"):
             conn.execute("BEGIN IMMEDIATE")
             try:
+                self._check_unchanged()
                 result, tree, keys = self._append(batch, offset_rows)
-                conn.execute("COMMIT")
+                with self._fence() as allowed:
+                    if not allowed:
+                        raise WriterFenced(f"this writer may no longer append to the audit "
+                                           f"log {self.path} (it lost its lease); the batch "
+                                           "was rolled back")
+                    conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
         self._changes += 1
         self._ids.extend(key for _, key in keys)
@@ -221,9 +263,9 @@ class AuditLog(AuditReader):
         conn = self._conn
         stored = conn.execute("SELECT coalesce(max(idx) + 1, 0) FROM leaves").fetchone()[0]
         if stored != self._tree.size:
-            raise AuditError(f"the audit log {self.path} has {stored} leaves, this writer "
+            raise LogChanged(f"the audit log {self.path} has {stored} leaves, this writer "
                              f"expected {self._tree.size}: another process appended to it; "
-                             "run only one auditor per log")
+                             "open it again (one auditor appends at a time)")
         keyed = {leaf.id: id_key(leaf.id) for leaf in batch}
         known = {leaf_id: h for leaf_id, (_, h) in self._ids.find(conn, keyed).items()}
         tree = self._tree.copy()
@@ -269,6 +311,15 @@ class AuditLog(AuditReader):
         return self._signer.sign_head(tree.size, tree.root(),
                                       prev.hash() if prev else ZERO_HASH, timestamp)
 
+    def _check_unchanged(self) -> None:
+        """LogChanged if another connection committed to the file since this writer opened
+        it (inside a write transaction: nobody can until it ends)."""
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            raise LogChanged(f"another process wrote to the audit log {self.path} since this "
+                             "writer opened it; nothing was appended: open it again (one "
+                             "auditor appends at a time)")
+
     # -- opening ---------------------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -296,6 +347,8 @@ class AuditLog(AuditReader):
                              "give the log's own key file")
 
     def _load_tree(self) -> None:
+        # first: a commit by another process after this point is seen at the next append
+        self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         head = latest_head(self._conn)
         size = head.size if head else 0
         stored = self._conn.execute("SELECT coalesce(max(idx) + 1, 0) FROM leaves").fetchone()[0]
