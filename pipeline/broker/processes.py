@@ -2,7 +2,7 @@
 
 A :class:`Child` runs in its own process group, logs to a file and, on Linux, gets SIGTERM
 when its parent dies; :func:`wait_until` polls a readiness probe (:func:`kafka_answers`,
-:func:`http_status`) while watching that the child is still alive.
+:func:`kafka_metadata`, :func:`http_status`) while watching that its children are alive.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +88,82 @@ def kafka_answers(host: str, port: int) -> bool:
     except (OSError, struct.error):
         return False
     return True
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What one node's Metadata answer says: the live brokers, and each asked-for partition's
+    leader (None while it has none)."""
+
+    brokers: frozenset[int]
+    leaders: dict[tuple[str, int], int | None]
+
+
+class _Reader:
+    """Big-endian fields of a Kafka response, read from the front."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.at = data, 0
+
+    def take(self, fmt: str) -> tuple[int, ...]:
+        values = struct.unpack_from(fmt, self.data, self.at)
+        self.at += struct.calcsize(fmt)
+        return values
+
+    def number(self, fmt: str = ">i") -> int:
+        return self.take(fmt)[0]
+
+    def string(self) -> str | None:
+        size = self.number(">h")
+        if size < 0:
+            return None
+        text = self.data[self.at:self.at + size].decode()
+        self.at += size
+        return text
+
+    def int_array(self) -> list[int]:
+        return [self.number() for _ in range(self.number())]
+
+
+def kafka_metadata(host: str, port: int, topics: tuple[str, ...] = ()) -> Metadata | None:
+    """Metadata v4 (which Apache Kafka 4 still serves) from the broker at ``host:port``: the
+    registered, unfenced brokers and the leaders of ``topics``' partitions; None when nothing
+    answers."""
+    client_id = b"chainwatch-probe"
+    body = struct.pack(">i", len(topics))
+    for topic in topics:
+        body += struct.pack(">h", len(topic.encode())) + topic.encode()
+    request = struct.pack(">hhih", 3, 4, 1, len(client_id)) + client_id + body + b"\x00"
+    try:
+        with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT_S) as sock:
+            sock.sendall(struct.pack(">i", len(request)) + request)
+            (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+            reader = _Reader(_recv_exact(sock, size))
+        if reader.number() != 1:  # correlation id
+            return None
+        reader.number()  # throttle_time_ms
+        brokers = set()
+        for _ in range(reader.number()):
+            brokers.add(reader.number())
+            reader.string()  # host
+            reader.number()  # port
+            reader.string()  # rack
+        reader.string()  # cluster id
+        reader.number()  # controller id
+        leaders: dict[tuple[str, int], int | None] = {}
+        for _ in range(reader.number()):
+            reader.number(">h")  # the topic's error code: an unknown topic has no partitions
+            name = reader.string() or ""
+            reader.number(">b")  # is_internal
+            for _ in range(reader.number()):
+                reader.number(">h")
+                partition, leader = reader.take(">ii")
+                reader.int_array()  # replicas
+                reader.int_array()  # in-sync replicas
+                leaders[(name, partition)] = leader if leader >= 0 else None
+    except (OSError, struct.error, UnicodeDecodeError):
+        return None
+    return Metadata(frozenset(brokers), leaders)
 
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -198,15 +274,18 @@ class Child:
         _signal_group(self.pid, signal.SIGKILL)  # anything the child left in its group
 
 
-def wait_until(ready: Callable[[], bool], child: Child, deadline: float, what: str,
-               timeout_s: float) -> None:
-    """Poll ``ready`` until it holds; BrokerError if ``child`` exits or the deadline passes."""
+def wait_until(ready: Callable[[], bool], child: Child | Sequence[Child], deadline: float,
+               what: str, timeout_s: float, *, poll_s: float = _POLL_S) -> None:
+    """Poll ``ready`` until it holds; BrokerError if a ``child`` exits or the deadline passes."""
+    children = [child] if isinstance(child, Child) else list(child)
     while not ready():
-        if not child.alive():
-            raise BrokerError(f"{what} exited with status {child.process.returncode} before it "
-                              f"was ready; its log ends: {child.log_tail()}")
+        for one in children:
+            if not one.alive():
+                name = what if len(children) == 1 else f"{one.name} of {what}"
+                raise BrokerError(f"{name} exited with status {one.process.returncode} before "
+                                  f"it was ready; its log ends: {one.log_tail()}")
         if time.monotonic() >= deadline:
             raise BrokerError(f"{what} was not ready within {timeout_s:g} s; raise "
                               f"startup_timeout_s if the machine is busy; its log ends: "
-                              f"{child.log_tail()}")
-        time.sleep(_POLL_S)
+                              f"{children[0].log_tail()}")
+        time.sleep(poll_s)
