@@ -15,6 +15,13 @@ sets ``0.0.0.0`` so that a scraper in another container reaches it, as the compo
     200 ``ready: …`` when the service says it does its job (a consumer has its partitions
     and is caught up, a producer is connected); 503 ``not ready: …`` otherwise.
 
+A service may serve more on the same port: ``routes`` maps a path prefix (``/v1/``) to a
+:data:`Route`, a function of the request's path and query that answers a :class:`Reply`
+(the auditor's read-only JSON API, :mod:`pipeline.audit.api`, is one). A route runs in the
+request's own thread, so it must not share what the service loop uses (open its own
+connections); if it raises, the client gets a 500 with a JSON error and the traceback goes
+to the log only.
+
 kafka-python clients are not thread-safe, so the HTTP thread never touches them: the
 service loop publishes its state into a :class:`ServiceHealth` (one attribute holding an
 immutable tuple, so a reader never sees half an update) and the server only reads that.
@@ -31,15 +38,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import socket
 import socketserver
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Protocol
+from urllib.parse import parse_qsl
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -51,6 +61,32 @@ log = logging.getLogger(__name__)
 
 STALL_AFTER_S = 120.0  # longer than a slow checkpoint or group join, shorter than a hang
 PLAIN = "text/plain; charset=utf-8"
+JSON = "application/json"
+BUILT_IN = ("/metrics", "/healthz", "/readyz")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What a :data:`Route` answers: a status, a body and its content type."""
+
+    status: int
+    body: bytes
+    content_type: str = JSON
+
+    @classmethod
+    def json(cls, status: int, document: object) -> Reply:
+        """``document`` as JSON (keys sorted, one line and a newline)."""
+        return cls(status, json.dumps(document, sort_keys=True).encode() + b"\n")
+
+    @classmethod
+    def error(cls, status: int, message: str) -> Reply:
+        """``{"error": message}`` with ``status``."""
+        return cls.json(status, {"error": message})
+
+
+Route = Callable[[str, Mapping[str, str]], Reply]
+"""``route(path, query) -> Reply``: ``path`` as requested (still percent-encoded, without
+the query), ``query`` the last value of each parameter."""
 
 
 class Probe(Protocol):
@@ -103,11 +139,18 @@ class HealthServer:
     """
 
     def __init__(self, probe: Probe, host: str = "127.0.0.1", port: int = 0,
-                 registry: CollectorRegistry = REGISTRY) -> None:
+                 registry: CollectorRegistry = REGISTRY,
+                 routes: Mapping[str, Route] | None = None) -> None:
         self.probe = probe
         self.host = host
         self.requested_port = port
         self.registry = registry
+        for prefix in routes or {}:
+            if not (prefix.startswith("/") and prefix.endswith("/") and len(prefix) > 2) or \
+                    any(p.startswith(prefix.rstrip("/")) for p in BUILT_IN):
+                raise ValueError(f"route prefix {prefix!r}: give a path such as /v1/ that "
+                                 f"is not one of {', '.join(BUILT_IN)}")
+        self.routes = MappingProxyType(dict(routes or {}))
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -167,15 +210,27 @@ class HealthServer:
                  tb: TracebackType | None) -> None:
         self.close()
 
+    def route_for(self, path: str) -> Route | None:
+        """The route serving ``path`` (the longest prefix that matches), if any."""
+        found = [p for p in self.routes if path.startswith(p) or path == p.rstrip("/")]
+        return self.routes[max(found, key=len)] if found else None
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """What the server answers: the built-in paths, then the route prefixes."""
+        return BUILT_IN + tuple(sorted(self.routes))
+
 
 @contextlib.contextmanager
-def health_server(settings: Settings, probe: Probe) -> Iterator[HealthServer | None]:
-    """The server of ``settings.metrics_port`` and ``metrics_host`` while the block runs;
-    ``None`` when the port is 0 (off)."""
+def health_server(settings: Settings, probe: Probe, routes: Mapping[str, Route] | None = None,
+                  ) -> Iterator[HealthServer | None]:
+    """The server of ``settings.metrics_port`` and ``metrics_host`` (with ``routes``) while
+    the block runs; ``None`` when the port is 0 (off)."""
     if not settings.metrics_port:
         yield None
         return
-    with HealthServer(probe, settings.metrics_host, settings.metrics_port) as server:
+    with HealthServer(probe, settings.metrics_host, settings.metrics_port,
+                      routes=routes) as server:
         yield server
 
 
@@ -202,7 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 10
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         health = self.server.health
         if path == "/metrics":
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
@@ -215,9 +270,12 @@ class _Handler(BaseHTTPRequestHandler):
             text = f"ready: {reason}" if ok else f"not ready: {reason}"
             self._reply(200 if ok else 503, f"{text}\n".encode(), PLAIN)
         elif path == "/":
-            self._reply(200, b"chainwatch: /metrics /healthz /readyz\n", PLAIN)
+            self._reply(200, f"chainwatch: {' '.join(health.paths)}\n".encode(), PLAIN)
+        elif (route := health.route_for(path)) is not None:
+            reply = self._answer(route, path, dict(parse_qsl(query)))
+            self._reply(reply.status, reply.body, reply.content_type)
         else:
-            self._reply(404, b"not found; try /metrics, /healthz or /readyz\n", PLAIN)
+            self._reply(404, f"not found; try {', '.join(health.paths)}\n".encode(), PLAIN)
 
     def do_HEAD(self) -> None:
         self.do_GET()
@@ -229,6 +287,15 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a probe's bug answers 503; it must not break the server
             log.exception("health probe failed")
             return False, f"probe failed: {type(exc).__name__}"
+
+    @staticmethod
+    def _answer(route: Route, path: str, query: Mapping[str, str]) -> Reply:
+        try:
+            return route(path, query)
+        except Exception as exc:  # a route's bug answers 500; the server keeps serving
+            log.exception("route %s failed", path)
+            return Reply.error(500, f"internal error ({type(exc).__name__}); see the "
+                               "service's log")
 
     def _reply(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)

@@ -8,7 +8,7 @@ import math
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -18,7 +18,7 @@ from pipeline.errors import ConfigError
 from pipeline.settings import LOG_FORMATS, Settings
 
 if TYPE_CHECKING:
-    from pipeline.health import Probe
+    from pipeline.health import Probe, Route
 
 
 def whole_number(minimum: int) -> Callable[[str], int]:
@@ -195,14 +195,16 @@ def stop_on_signals() -> threading.Event:
 
 
 @contextlib.contextmanager
-def serving(settings: Settings, probe: Probe, command: str) -> Iterator[None]:
-    """/metrics, /healthz and /readyz on the settings' metrics port while the block runs
-    (nothing when it is 0); a taken port is a one-line error before the service starts."""
+def serving(settings: Settings, probe: Probe, command: str,
+            routes: Mapping[str, Route] | None = None) -> Iterator[None]:
+    """/metrics, /healthz and /readyz (and ``routes``) on the settings' metrics port while the
+    block runs (nothing when it is 0); a taken port is a one-line error before the service
+    starts."""
     from pipeline.health import health_server
     from pipeline.logs import announce
 
-    with health_server(settings, probe) as server:
+    with health_server(settings, probe, routes) as server:
         if server is not None:
-            announce(f"{command}: /metrics, /healthz and /readyz on "
+            announce(f"{command}: {', '.join(server.paths)} on "
                      f"{settings.metrics_host}:{server.port}")
         yield

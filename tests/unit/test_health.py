@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from pipeline.errors import ChainwatchError, PortInUse
-from pipeline.health import HealthServer, ServiceHealth, health_server
+from pipeline.health import HealthServer, Reply, ServiceHealth, health_server
 from pipeline.settings import Settings
 
 
@@ -192,3 +193,33 @@ def test_default_server_listens_on_loopback_only(health: ServiceHealth) -> None:
         assert server.address == ("127.0.0.1", port)
     with HealthServer(health, port=0) as default:
         assert default.address[0] == "127.0.0.1"
+
+
+def test_routes_answer_beside_the_built_in_paths(health: ServiceHealth,
+                                                 registry: CollectorRegistry) -> None:
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    def api(path: str, query: Mapping[str, str]) -> Reply:
+        seen.append((path, dict(query)))
+        if path.endswith("/boom"):
+            raise RuntimeError("a bug in a route")
+        return Reply.json(200, {"path": path})
+
+    with HealthServer(health, port=0, registry=registry, routes={"/v1/": api}) as server:
+        status, kind, body = get(server.url + "/v1/things/a%2Fb?first=3&first=4")
+        assert (status, kind, json.loads(body)) == (200, "application/json",
+                                                    {"path": "/v1/things/a%2Fb"})
+        assert seen[-1] == ("/v1/things/a%2Fb", {"first": "4"})  # the last value of each
+        assert get(server.url + "/v1")[0] == 200
+        status, kind, body = get(server.url + "/v1/boom")  # the route's bug: a JSON 500
+        assert (status, kind) == (500, "application/json")
+        assert "RuntimeError" in json.loads(body)["error"] and "Traceback" not in body
+        assert get(server.url + "/healthz")[0] == 200  # the server serves on
+        assert get(server.url + "/")[2] == "chainwatch: /metrics /healthz /readyz /v1/\n"
+        assert "/v1/" in get(server.url + "/v2/x")[2]  # 404 names what there is
+
+
+@pytest.mark.parametrize("prefix", ["/metrics/", "v1/", "/v1", "//"])
+def test_a_route_may_not_shadow_the_built_in_paths(health: ServiceHealth, prefix: str) -> None:
+    with pytest.raises(ValueError, match="route prefix"):
+        HealthServer(health, routes={prefix: lambda path, query: Reply.json(200, {})})
