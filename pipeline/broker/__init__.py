@@ -50,14 +50,16 @@ Modules
     ``binaries``   locating the ``tansu`` and ``weed`` binaries.
     ``processes``  child processes, loopback ports and readiness probes.
     ``s3``         the durable broker's S3 server and its ``data_dir`` lock.
-    ``kafka_broker``   :class:`KafkaBroker` and its :class:`KafkaNode` s.
+    ``kafka_broker``   :class:`KafkaBroker`: a node or a cluster, its layout and life cycle.
+    ``kafka_node``     :class:`KafkaNode`: one JVM, killed, stopped, restarted, paused.
     ``kafka_config``   Kafka's broker settings, in one place (the compose file's too).
     ``kafka_runtime``  Java, and the jar cache: fetching, the lock file, verification.
 """
 
 from pipeline.broker.binaries import TANSU_BIN_ENV, find_tansu_binary, find_weed_binary
-from pipeline.broker.kafka_broker import KafkaBroker, KafkaNode
+from pipeline.broker.kafka_broker import KafkaBroker
 from pipeline.broker.kafka_config import KAFKA_VERSION
+from pipeline.broker.kafka_node import KafkaNode
 from pipeline.broker.kafka_runtime import KAFKA_HOME_ENV, default_home, fetch, verify_jars
 from pipeline.broker.local import LocalBroker
 from pipeline.broker.processes import free_port
