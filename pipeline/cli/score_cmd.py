@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from pipeline.cli.common import (
     add_common,
@@ -39,6 +40,7 @@ examples:
   chainwatch score --group fraud-eu --checkpoints s3://chainwatch/checkpoints
   chainwatch score --until-caught-up --json     # score what is there, then exit
   chainwatch score --metrics-port 9108 --log-format json   # as in a container
+  chainwatch score --verify-checkpoints --audit-url http://auditor:9108   # proofs over HTTP
 """
 
 
@@ -68,6 +70,11 @@ def add_parser(sub: Any) -> None:
                    help="restore only checkpoints whose digest the audit log holds, proven "
                         "against its signed head (setting audit.verify_checkpoints; the log "
                         "and key: audit.store, audit.public_key)")
+    p.add_argument("--audit-url", type=audit_url, metavar="URL",
+                   help="with --verify-checkpoints, ask the auditor at URL (`chainwatch audit "
+                        "serve --metrics-port`, e.g. http://auditor:9108) for the proofs "
+                        "instead of opening audit.store; they are checked here with "
+                        "audit.public_key (setting audit.url, CHAINWATCH_AUDIT_URL)")
     p.add_argument("--until-caught-up", action="store_true",
                    help="exit once every assigned partition is read to its end")
     p.add_argument("--json", action="store_true", help="print a JSON summary on exit")
@@ -76,8 +83,18 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
+def audit_url(text: str) -> str:
+    """An argparse type: the auditor's http(s):// URL."""
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError("give the auditor's URL as http(s)://HOST[:PORT], e.g. "
+                                         "http://auditor:9108")
+    return text.strip()
+
+
 def run(args: argparse.Namespace) -> int:
     from consumers.scorer import ScorerService
+    from pipeline.audit.remote import shown_url
     from pipeline.logs import announce
 
     if args.checkpoint_interval <= 0:
@@ -86,7 +103,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     settings = load_settings(args, consumer_group=args.group, checkpoint_uri=args.checkpoints,
                              checkpoint_key_file=args.checkpoint_key,
-                             **{"audit.verify_checkpoints": args.verify_checkpoints})
+                             **{"audit.verify_checkpoints": args.verify_checkpoints,
+                                "audit.url": args.audit_url})
+    if args.audit_url and not settings.audit.verify_checkpoints:
+        print("chainwatch score: error: --audit-url is where --verify-checkpoints asks; add "
+              "--verify-checkpoints (or set audit.verify_checkpoints)", file=sys.stderr)
+        return 2
     session_ms = max(int(args.session_timeout * 1000), 1000)  # heartbeats 3 to a session
     service = ScorerService(settings, stop_on_signals(), checkpoint_every=args.checkpoint_every,
                             checkpoint_interval_s=args.checkpoint_interval,
@@ -97,9 +119,12 @@ def run(args: argparse.Namespace) -> int:
     with serving(settings, service, "chainwatch score"):
         announce(f"chainwatch score: group {settings.consumer_group} on "
                  f"{settings.bootstrap_servers}; Ctrl-C to stop")
+        audit = ""
+        if settings.audit.verify_checkpoints:
+            audit = (f" and the auditor at {shown_url(settings.audit.url)}"
+                     if settings.audit.url else " and the audit log")
         announce(f"chainwatch score: checkpoints in {store.uri}, authenticated with "
-                 f"{settings.checkpoint_key_file}"
-                 + (" and the audit log" if settings.audit.verify_checkpoints else ""))
+                 f"{settings.checkpoint_key_file}{audit}")
         stats = service.run(input_finished=(lambda: True) if args.until_caught_up else None)
     summary = {"consumed": stats.consumed, "scored": stats.scored,
                "dead_lettered": stats.dead_lettered,
