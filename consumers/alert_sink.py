@@ -136,7 +136,7 @@ class AlertSinkService:
 
     def _assign(self, consumer: KafkaConsumer, store: AlertStore) -> None:
         topic = self.settings.topics.alerts
-        found = consumer.partitions_for_topic(topic)
+        found = clients.partitions_for(consumer, topic)
         if not found:
             raise ConfigError(f"topic {topic} does not exist; create the topics with "
                               "`chainwatch topics`")

@@ -145,7 +145,7 @@ class AuditorService:
         done = audit.offsets()
         partitions = []
         for topic in self._parsers:
-            found = consumer.partitions_for_topic(topic)
+            found = clients.partitions_for(consumer, topic)
             if not found:
                 raise ConfigError(f"topic {topic} does not exist; create the topics with "
                                   "`chainwatch topics`")

@@ -117,7 +117,7 @@ class NotifierService:
         dlq = DeadLetterWriter(producer, self.settings.topics.dlq, stage="notify")
         try:
             topic = self.settings.topics.alerts
-            if not consumer.partitions_for_topic(topic):
+            if not clients.partitions_for(consumer, topic):
                 raise ConfigError(f"topic {topic} does not exist; create the topics with "
                                   "`chainwatch topics`")
             consumer.subscribe([topic])

@@ -237,7 +237,7 @@ class ScorerService:
     def _check_co_partitioned(self, consumer: KafkaConsumer) -> None:
         counts = {}
         for topic in self._expected:
-            found = consumer.partitions_for_topic(topic)
+            found = clients.partitions_for(consumer, topic)
             if not found:
                 raise ConfigError(f"topic {topic} does not exist; create the topics with "
                                   "`chainwatch topics`")

@@ -10,6 +10,7 @@ port) waits for the server's answer forever. Past the bound the caller gets a
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -95,6 +96,31 @@ def consumer(settings: Settings, *topics: str, group_id: str | None = None,
              **overrides: Any) -> KafkaConsumer:
     config = settings.consumer_config(group_id, **overrides)
     return _construct(settings, config, lambda: KafkaConsumer(*topics, **config))
+
+
+METADATA_RETRY_S = 60.0  # a node of the cluster may be down a while; the others answer
+
+
+def partitions_for(consumer: KafkaConsumer, topic: str,
+                   timeout_s: float = METADATA_RETRY_S) -> set[int]:
+    """The partition numbers of ``topic`` (empty if it does not exist).
+
+    kafka-python raises a connection error when the node it asks for metadata is down, even
+    while other nodes of the cluster answer; this asks again, with a growing pause, for up
+    to ``timeout_s``, then raises BrokerError.
+    """
+    deadline = time.monotonic() + timeout_s
+    pause = 0.1
+    while True:
+        try:
+            return set(consumer.partitions_for_topic(topic) or ())
+        except KafkaError as exc:
+            if time.monotonic() + pause > deadline:
+                raise BrokerError(f"no Kafka node answered for the partitions of {topic} "
+                                  f"within {timeout_s:.0f} s ({type(exc).__name__}); check the "
+                                  "brokers") from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 def caught_up(consumer: KafkaConsumer) -> bool:

@@ -353,6 +353,11 @@ class Settings:
             # Tansu ignores it and shows aborted records too (tests/integration/
             # test_broker_defects.py)
             "isolation_level": "read_committed",
+            # full fetch responses: with incremental fetch sessions (Apache Kafka) a partition
+            # without new records is left out of them, so a partition assigned afresh (after a
+            # rebalance) that has no records never gets a high-water mark, and lag and
+            # caught_up(), which read it (pipeline/lag.py), would wait forever
+            "enable_incremental_fetch_sessions": False,
         }
         return conf | overrides
 

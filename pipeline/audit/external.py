@@ -137,7 +137,7 @@ def newest_published_head(settings: Settings, key: Ed25519PublicKey,
         return None, str(exc)
     newest: SignedHead | None = None
     try:
-        found = consumer.partitions_for_topic(topic)
+        found = clients.partitions_for(consumer, topic, timeout_s)
         if not found:
             return None, f"the topic {topic} does not exist on {settings.bootstrap_servers}"
         partitions = [TopicPartition(topic, p) for p in sorted(found)]
