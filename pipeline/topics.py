@@ -8,16 +8,21 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from pipeline import clients
-from pipeline.errors import BrokerError
+from pipeline.errors import BrokerError, ConfigError
 from pipeline.settings import Settings
 
 
-def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> dict[str, str]:
+def ensure_topics(settings: Settings, timeout_s: float = 15.0,
+                  replication_factor: int = 1) -> dict[str, str]:
     """Create every chainwatch topic that does not exist yet; wait until all are visible.
 
-    Returns topic name → ``"created"`` or ``"exists"``. Existing topics are left as they are,
-    even if their partition count differs from the settings.
+    New topics get ``replication_factor`` replicas (1 by default, which any broker takes; 3
+    on a three-node Kafka cluster: ``chainwatch broker --engine kafka --nodes 3``). Returns
+    topic name → ``"created"`` or ``"exists"``. Existing topics are left as they are, even if
+    their partition count or replication differs.
     """
+    if replication_factor < 1:
+        raise ConfigError(f"replication factor {replication_factor} must be at least 1")
     wanted = {name: getattr(settings.partitions, role)
               for role, name in settings.topics.all().items()}
     outcome: dict[str, str] = {}
@@ -29,7 +34,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> dict[str, str]
                 outcome[name] = "exists"
                 continue
             try:
-                client.create_topics([NewTopic(name, partitions, 1)])
+                client.create_topics([NewTopic(name, partitions, replication_factor)])
                 outcome[name] = "created"
             except TopicAlreadyExistsError:  # created concurrently by another service
                 outcome[name] = "exists"

@@ -34,6 +34,7 @@ EXAMPLES = """examples:
   chainwatch demo                      # the whole pipeline on a local broker, with a summary
   chainwatch demo --json --seed 7      # the same, as one JSON object on stdout
   chainwatch broker --port 9092        # a local Kafka-protocol broker in the foreground
+  chainwatch broker --engine kafka --nodes 3   # Apache Kafka itself, a three-node cluster
   chainwatch produce synth --bootstrap 127.0.0.1:9092 --blocks 2000 --truth truth.jsonl
   chainwatch produce replay ../shared/data/uniswap-v2-2021 --format uniswap-v2 \\
       --bootstrap 127.0.0.1:9092 --cursor uni.cursor
