@@ -162,3 +162,36 @@ def test_every_chainwatch_service_serves_metrics_beyond_its_own_container() -> N
         missing = [service for service in sorted(CHAINWATCH_SERVICES) if not re.search(
             r"CHAINWATCH_METRICS_HOST: ['\"]?0\.0\.0\.0\b", "\n".join(services[service]))]
         assert not missing, f"services without CHAINWATCH_METRICS_HOST 0.0.0.0: {missing}"
+
+
+# topology of the compose stack's one node (ids, listeners, paths, heap), not broker tuning
+COMPOSE_KAFKA_TOPOLOGY = {"KAFKA_NODE_ID", "KAFKA_CONTROLLER_QUORUM_VOTERS", "KAFKA_LISTENERS",
+                          "KAFKA_ADVERTISED_LISTENERS", "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+                          "KAFKA_LOG_DIRS", "KAFKA_HEAP_OPTS"}
+
+
+def kafka_environment(config: str) -> dict[str, str]:
+    """The kafka service's KAFKA_* variables in ``config`` output, unquoted."""
+    lines = services_of(config)["kafka"]
+    start = lines.index("    environment:") + 1
+    env = {}
+    for line in lines[start:]:
+        if not (match := re.fullmatch(r"      (\w+): (.*)", line)):
+            break
+        env[match.group(1)] = match.group(2).strip("'\"")
+    return {name: value for name, value in env.items() if name.startswith("KAFKA_")}
+
+
+def test_compose_kafka_runs_the_settings_of_the_kafka_engine() -> None:
+    """deploy/docker-compose.yml's kafka service and `chainwatch broker --engine kafka` share
+    one configuration, pipeline/broker/kafka_config.py: each of its settings for one node is
+    set, to the same value, and nothing else beyond the stack's topology."""
+    from pipeline.broker.kafka_config import KAFKA_VERSION, compose_env_name, shared_settings
+
+    expected = {compose_env_name(key): value for key, value in shared_settings(1).items()}
+    assert f"image: apache/kafka:{KAFKA_VERSION}" in COMPOSE_FILE.read_text()
+    for config in compose("config"):
+        env = kafka_environment(config)
+        assert {name: env.get(name) for name in expected} == expected
+        assert set(env) - set(expected) == COMPOSE_KAFKA_TOPOLOGY, "settings outside " \
+            "kafka_config.py: add them there (BROKER), or to COMPOSE_KAFKA_TOPOLOGY if topology"
