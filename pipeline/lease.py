@@ -162,10 +162,32 @@ class Lease:
     def confirm(self, timeout_s: float | None = None) -> bool:
         """Whether the group coordinator says this candidate holds the lease now: one
         offset commit with its generation, done by the lease thread. False on any doubt
-        (revoked, refused, no answer within ``timeout_s``: default a third of the session).
-        A write should use :meth:`exclusive`, which also holds revocations off meanwhile."""
+        (revoked, refused, a rebalance in progress, no answer within ``timeout_s``: default
+        a third of the session). A write uses :meth:`exclusive` instead."""
+        return self._ask(timeout_s) == _OK
+
+    @contextlib.contextmanager
+    def exclusive(self, wait_s: float | None = None) -> Iterator[bool]:
+        """``with lease.exclusive() as ok:`` around a write's commit: ``ok`` when the
+        coordinator confirmed the lease and no revocation came since. A rebalance in
+        progress (a candidate joining) is waited out, up to ``wait_s`` (default: the
+        session timeout), since the holder keeps the lease through it; a refusal is a no at
+        once. A revocation that comes while the block runs waits until it ends, so keep it
+        short (a commit, not a computation: the lease thread, heartbeats included, waits)."""
+        deadline = time.monotonic() + (self.config.session_timeout_ms / 1000
+                                       if wait_s is None else wait_s)
+        while (answer := self._ask(None)) == _REBALANCING and self.held and \
+                time.monotonic() < deadline:
+            time.sleep(POLL_MS / 1000)
+        if answer != _OK:
+            yield False
+            return
+        with self._writing:
+            yield self.held
+
+    def _ask(self, timeout_s: float | None) -> str:
         if not self.held or self._thread is None:
-            return False
+            return _REFUSED
         timeout = self.config.session_timeout_ms / 3000 if timeout_s is None else timeout_s
         request = _Confirm()
         self._requests.put(request)
@@ -173,20 +195,8 @@ class Lease:
             request.abandoned = True
             log.warning("lease %s: the coordinator did not confirm it within %.1f s",
                         self.config.group, timeout)
-            return False
-        return request.ok and self.held
-
-    @contextlib.contextmanager
-    def exclusive(self) -> Iterator[bool]:
-        """``with lease.exclusive() as ok:`` around a write's commit: ``ok`` when the
-        coordinator confirmed the lease (:meth:`confirm`) and no revocation came since; a
-        revocation that comes while the block runs waits until it ends, so keep it short
-        (a commit, not a computation: the lease thread, heartbeats included, waits too)."""
-        if not self.confirm():
-            yield False
-            return
-        with self._writing:
-            yield self.held
+            return _REFUSED
+        return request.answer if self.held else _REFUSED
 
     # -- the lease thread ------------------------------------------------------------------
 
@@ -210,7 +220,7 @@ class Lease:
             log.exception("lease %s: the lease thread stopped", self.config.group)
         finally:
             self._set_held(False)
-            self._answer_all(False)
+            self._answer_all()
             _close_without_leaving(consumer)
 
     def _serve(self, consumer: KafkaConsumer) -> None:
@@ -221,35 +231,33 @@ class Lease:
                 return
             if request.abandoned:
                 continue
-            request.ok = self._commit(consumer)
+            request.answer = self._commit(consumer)
             request.done.set()
 
-    def _commit(self, consumer: KafkaConsumer) -> bool:
+    def _commit(self, consumer: KafkaConsumer) -> str:
         if not self.held:
-            return False
+            return _REFUSED
         timeout_ms = max(self.config.session_timeout_ms // 3, 500)
         try:
             consumer.commit({self.partition: OffsetAndMetadata(0, self.config.holder[:200], -1)},
                             timeout_ms=timeout_ms)
         except RebalanceInProgressError:
-            log.debug("lease %s: not confirmed during a rebalance", self.config.group)
-            return False
+            return _REBALANCING
         except KafkaError as exc:
             if isinstance(exc.args[0] if exc.args else None, RebalanceInProgressError):
-                log.debug("lease %s: not confirmed during a rebalance", self.config.group)
-            else:
-                log.warning("lease %s: the coordinator refused this member (%s: %s)",
-                            self.config.group, type(exc).__name__, exc)
-            return False
-        return True
+                return _REBALANCING
+            log.warning("lease %s: the coordinator refused this member (%s: %s)",
+                        self.config.group, type(exc).__name__, exc)
+            return _REFUSED
+        return _OK
 
-    def _answer_all(self, ok: bool) -> None:
+    def _answer_all(self) -> None:
         while True:
             try:
                 request = self._requests.get_nowait()
             except queue.Empty:
                 return
-            request.ok = ok
+            request.answer = _REFUSED
             request.done.set()
 
     def _set_held(self, held: bool) -> None:
@@ -296,10 +304,13 @@ def _close_without_leaving(consumer: KafkaConsumer) -> None:
         log.debug("closing the lease consumer failed", exc_info=True)
 
 
+_OK, _REBALANCING, _REFUSED = "confirmed", "rebalancing", "refused"
+
+
 class _Confirm:
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.ok = False
+        self.answer = _REFUSED
         self.abandoned = False
 
 
