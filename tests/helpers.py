@@ -115,8 +115,13 @@ def drain(consumer: KafkaConsumer, quiet_polls: int = 6) -> list[Any]:
 
 def read_alerts(consumer: KafkaConsumer) -> dict[str, set[bytes]]:
     """alert id → the distinct encodings seen (one, if re-sent alerts are byte-identical)."""
+    return alerts_of(drain(consumer))
+
+
+def alerts_of(messages: list[Any]) -> dict[str, set[bytes]]:
+    """alert id → the distinct encodings among ``messages`` (Kafka records of alerts)."""
     seen: dict[str, set[bytes]] = {}
-    for m in drain(consumer):
+    for m in messages:
         seen.setdefault(Alert.from_json(m.value).alert_id, set()).add(m.value)
     return seen
 
