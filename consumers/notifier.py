@@ -82,7 +82,9 @@ class NotifierService:
     def __init__(self, settings: Settings, target: WebhookTarget,
                  stop: threading.Event | None = None, *, group_id: str = GROUP,
                  poll_timeout_ms: int = 200, max_batch: int = 100,
-                 ready_max_lag: int = READY_MAX_LAG, webhook: Webhook | None = None) -> None:
+                 ready_max_lag: int = READY_MAX_LAG, webhook: Webhook | None = None,
+                 session_timeout_ms: int | None = None,
+                 heartbeat_interval_ms: int | None = None) -> None:
         self.settings = settings
         self.target = target
         self.group_id = group_id
@@ -90,6 +92,11 @@ class NotifierService:
         self.poll_timeout_ms = poll_timeout_ms
         self.max_batch = max_batch
         self.webhook = webhook or Webhook(target)
+        # the group's session (None: the settings' consumer default, 10 s): a member that
+        # stops heartbeating, or a SIGKILLed notifier, holds its partitions that long
+        self.group_timeouts = {k: v for k, v in (("session_timeout_ms", session_timeout_ms),
+                                                 ("heartbeat_interval_ms",
+                                                  heartbeat_interval_ms)) if v is not None}
         self.stats = NotifyStats()
         self.health = ConsumerHealth(ready_max_lag)
         # the longest one alert may take (every attempt timing out, every wait at its cap),
@@ -110,7 +117,7 @@ class NotifierService:
         try:
             consumer = clients.consumer(
                 self.settings, group_id=self.group_id, enable_auto_commit=False,
-                max_poll_interval_ms=self.max_poll_interval_ms)
+                max_poll_interval_ms=self.max_poll_interval_ms, **self.group_timeouts)
         except BaseException:
             producer.close()
             raise

@@ -155,6 +155,13 @@ def _notify_parser(cmds: Any) -> None:
     n.add_argument("--group", default="chainwatch-notify", metavar="ID",
                    help="the consumer group whose offsets hold the position (default "
                         "chainwatch-notify; give each webhook its own)")
+    n.add_argument("--session-timeout", type=positive_number("seconds"), default=10.0,
+                   metavar="S",
+                   help="how long the group waits for a silent member (a crashed notifier) "
+                        "before its partitions move to another, or to its own restart "
+                        "(default 10); lower resumes sooner, but a stall longer than S then "
+                        "counts as a crash; brokers set a floor (Apache Kafka: "
+                        "group.min.session.timeout.ms, 6 s by default)")
     n.add_argument("--until-caught-up", action="store_true",
                    help="exit once every partition is read to its end")
     n.add_argument("--json", action="store_true", help="print a JSON summary on exit")
@@ -287,7 +294,10 @@ def run_notify(args: argparse.Namespace) -> int:
                                       "notify.format": args.format,
                                       "notify.min_severity": args.min_severity})
     target = WebhookTarget.from_settings(settings.notify)  # one line, before any Kafka work
-    service = NotifierService(settings, target, stop_on_signals(), group_id=args.group)
+    session_ms = max(int(args.session_timeout * 1000), 1000)  # heartbeats 3 to a session
+    service = NotifierService(settings, target, stop_on_signals(), group_id=args.group,
+                              session_timeout_ms=session_ms,
+                              heartbeat_interval_ms=max(session_ms // 3, 100))
     started = time.monotonic()
     with serving(settings, service, "chainwatch alerts notify"):
         announce(f"chainwatch alerts notify: {target.min_severity} alerts and above of "

@@ -136,12 +136,14 @@ def test_rate_must_be_positive(rate: str) -> None:
                            "(events per second)", "--help")
 
 
-@pytest.mark.parametrize("seconds", ["0", "-1", "nan"])
-def test_session_timeout_must_be_positive(seconds: str) -> None:
-    result, _ = chainwatch("score", f"--session-timeout={seconds}",
+@pytest.mark.parametrize(("command", "seconds"), [
+    (("score",), "0"), (("score",), "-1"), (("score",), "nan"),
+    (("alerts", "notify"), "0"), (("alerts", "notify"), "-1")])
+def test_session_timeout_must_be_positive(command: tuple[str, ...], seconds: str) -> None:
+    result, _ = chainwatch(*command, f"--session-timeout={seconds}",
                            "--bootstrap", f"127.0.0.1:{free_port()}")
-    one_line_error(result, "chainwatch score: error: argument --session-timeout: must be > 0 "
-                           "(seconds)", "--help")
+    one_line_error(result, f"chainwatch {' '.join(command)}: error: argument --session-timeout: "
+                           "must be > 0 (seconds)", "--help")
 
 
 def test_campaign_rates_must_not_be_negative() -> None:
