@@ -61,3 +61,6 @@ AUDIT_HEAD_TIMESTAMP = Gauge(
 AUDIT_APPEND = Histogram(
     "chainwatch_audit_append_seconds", "Time to append one batch to the audit log and sign it",
     buckets=(1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+AUDIT_ACTIVE = Gauge(
+    "chainwatch_audit_active", "1 while this auditor appends to the audit log (it holds the "
+    "lease and the file lock), 0 while it stands by")

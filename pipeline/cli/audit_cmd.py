@@ -17,6 +17,7 @@ from pipeline.cli.common import (
     load_settings,
     node_url_given,
     non_negative_int,
+    positive_number,
     rpc_url,
     serving,
     stop_on_signals,
@@ -31,6 +32,8 @@ one, without the file.
 
 examples:
   chainwatch audit serve --bootstrap 127.0.0.1:9092            # the auditor service
+  chainwatch audit serve --metrics-port 9108                   # ... with /metrics and /v1/
+  chainwatch audit serve --session-timeout 6                   # a standby takes over sooner
   chainwatch audit verify --store chainwatch-data/audit.db     # check every leaf and head
   chainwatch audit verify --bootstrap 127.0.0.1:9092           # ... and against its heads
   chainwatch audit verify --head saved-head.json               # ... or a head you kept
@@ -55,13 +58,25 @@ def add_parser(sub: Any) -> None:
     s = cmds.add_parser("serve", help="append alerts and checkpoints to the log; publish heads",
                         description="The auditor: reads chainwatch.alerts and "
                         "chainwatch.checkpoints, appends them to the log, publishes each "
-                        "signed head to chainwatch.audit. One per log. Stops on Ctrl-C or "
-                        "SIGTERM. With --metrics-port, serves /metrics, /healthz and /readyz "
-                        "(ready: every input partition read to within 1000 records of its "
-                        "end).")
+                        "signed head to chainwatch.audit. One appends to a log at a time: "
+                        "auditors started on one log compete for a lease (a Kafka consumer "
+                        "group on the audit topic); the others stand by and take over "
+                        "within about --session-timeout when the writer stops or dies. Stops "
+                        "on Ctrl-C or SIGTERM. With --metrics-port, serves /metrics, "
+                        "/healthz, /readyz (ready: the writer, with every input partition "
+                        "read to within 1000 records of its end; a standby is not ready) and "
+                        "the read-only JSON API /v1/ (head, proofs, consistency), standby "
+                        "or not.")
     s.add_argument("--store", metavar="PATH", help=STORE_HELP)
     s.add_argument("--key", metavar="PATH", help="the private signing key (default: setting "
                    "audit.key, else <store>.key; made with mode 0600 on first use)")
+    s.add_argument("--session-timeout", type=positive_number("seconds"), default=10.0,
+                   metavar="S", help="how long a silent writer (a crashed auditor) keeps the "
+                   "lease before a standby takes over (default 10); brokers set a floor "
+                   "(Apache Kafka: group.min.session.timeout.ms, 6 s by default)")
+    s.add_argument("--lease-group", metavar="G", help="the consumer group whose lease the "
+                   "auditors of one log compete for (default: <consumer group>-auditor, "
+                   "e.g. chainwatch-scorer-auditor)")
     s.add_argument("--until-caught-up", action="store_true",
                    help="exit once every input partition is read to its end")
     s.add_argument("--json", action="store_true", help="print a JSON summary on exit")
@@ -187,21 +202,35 @@ def _public_key(settings: Settings) -> Path | str:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    import socket
+
     from consumers.auditor import AuditorService
+    from pipeline.audit.api import routes
+    from pipeline.lease import LeaseConfig
     from pipeline.logs import announce
 
     settings = _settings(args)
-    service = AuditorService(settings, stop_on_signals())
+    lease = LeaseConfig(group=args.lease_group or f"{settings.consumer_group}-auditor",
+                        topic=settings.topics.audit,
+                        session_timeout_ms=max(int(args.session_timeout * 1000), 1000),
+                        holder=f"{socket.gethostname()} pid {os.getpid()}")
+
+    def on_role(role: str, message: str) -> None:
+        if role != "stopped":
+            announce(f"chainwatch audit serve: {message.removeprefix('auditor: ')}")
+
+    service = AuditorService(settings, stop_on_signals(), lease=lease, on_role=on_role)
     started = time.monotonic()
-    with serving(settings, service, "chainwatch audit serve"):
+    with serving(settings, service, "chainwatch audit serve", routes(settings.audit.store)):
         announce(f"chainwatch audit serve: log {settings.audit.store}, reading "
                  f"{settings.topics.alerts} and {settings.topics.checkpoints} on "
-                 f"{settings.bootstrap_servers}; Ctrl-C to stop")
+                 f"{settings.bootstrap_servers}; lease: group {lease.group} "
+                 f"(session {lease.session_timeout_ms / 1000:g} s); Ctrl-C to stop")
         stats = service.run(input_finished=(lambda: True) if args.until_caught_up else None)
     summary = {"store": settings.audit.store, "consumed": stats.consumed,
                "appended": stats.appended, "duplicates": stats.duplicates,
                "conflicts": stats.conflicts, "dead_lettered": stats.dead_lettered,
-               "tree_size": stats.tree_size, "root": stats.root,
+               "tree_size": stats.tree_size, "root": stats.root, "terms": stats.terms,
                "elapsed_s": round(time.monotonic() - started, 3)}
     if args.json:
         print(json.dumps(summary))

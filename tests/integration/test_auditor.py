@@ -86,8 +86,8 @@ def test_a_killed_auditor_restarts_where_the_log_ends(
         audited: Settings, producer_factory: Callable[..., KafkaProducer]) -> None:
     alerts = send_alerts(audited, range(30_000), producer_factory)
     env = cli_env(audited) | {"CHAINWATCH_AUDIT_STORE": audited.audit.store}
-    serve = subprocess.Popen([CHAINWATCH, "audit", "serve"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    serve = subprocess.Popen([CHAINWATCH, "audit", "serve", "--session-timeout", "2"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         size = 0
@@ -105,7 +105,9 @@ def test_a_killed_auditor_restarts_where_the_log_ends(
     assert size > 0, "the auditor appended nothing within a minute"
     alerts += send_alerts(audited, range(30_000, 31_000), producer_factory)
 
-    done = subprocess.run([CHAINWATCH, "audit", "serve", "--until-caught-up", "--json"],
+    # the killed one holds the lease until its session (2 s) expires, then this one takes it
+    done = subprocess.run([CHAINWATCH, "audit", "serve", "--until-caught-up", "--json",
+                           "--session-timeout", "2"],
                           env=env, capture_output=True, text=True, timeout=300, check=True)
 
     summary = json.loads(done.stdout)

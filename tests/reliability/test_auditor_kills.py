@@ -83,7 +83,9 @@ def test_random_sigkills_of_the_auditor_append_every_alert_once(
     for kill in range(faults.kills):
         logs.append(tmp_path / f"auditor-{kill}.log")
         with logs[-1].open("w") as log:
-            serve = subprocess.Popen([CHAINWATCH, "audit", "serve", "--log-level", "INFO"],
+            # a short session: the next one takes the lease soon after this one is killed
+            serve = subprocess.Popen([CHAINWATCH, "audit", "serve", "--log-level", "INFO",
+                                      "--session-timeout", "2"],
                                      env=env, stdout=subprocess.DEVNULL, stderr=log)
             size = _wait_for_growth(store, size, serve)
             sigkill_after(serve, rng.uniform(0.0, 1.5))
@@ -93,7 +95,8 @@ def test_random_sigkills_of_the_auditor_append_every_alert_once(
     logs.append(tmp_path / "auditor-final.log")
     with logs[-1].open("w") as log:
         summary = json.loads(finish(subprocess.Popen(
-            [CHAINWATCH, "audit", "serve", "--until-caught-up", "--json"], env=env,
+            [CHAINWATCH, "audit", "serve", "--until-caught-up", "--json",
+             "--session-timeout", "2"], env=env,
             stdout=subprocess.PIPE, stderr=log, text=True)))
     verify = subprocess.run([CHAINWATCH, "audit", "verify"], env=env, capture_output=True,
                             text=True, timeout=300, check=False)
