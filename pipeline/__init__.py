@@ -28,6 +28,7 @@ ints or decimal strings) — a pool whose liquidity is pulled in one block:
 ...          "reserve0": str(reserve * 10**18), "reserve1": str(10**24)}
 ...         for i, reserve in enumerate([50, 50, 51, 50, 1])]
 >>> frame = pd.DataFrame(rows)
+>>> from pipeline import RuleSet, Scorer, records_from_frame, score
 >>> alerts = score(records_from_frame(frame))
 >>> [(a.type, a.severity, a.subject == pool, a.labels["block_number"]) for a in alerts]
 [('rug_pull', 'critical', True, 104)]
@@ -43,16 +44,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.alerts import Alert
 from pipeline.codec import from_wire_dict
-from pipeline.detectors import Detector, QuantileFilter, ThresholdFilter
 from pipeline.errors import ChainwatchError, RecordError
 from pipeline.records import ChainRecord, DexEvent, Label, TokenTransfer, Transaction
-from pipeline.rules import RuleSet, RuleSpec
-from pipeline.scoring import Scorer
+from pipeline.rules import RuleSpec
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.detectors import Detector, QuantileFilter, ThresholdFilter
+    from pipeline.rules import RuleSet
+    from pipeline.scoring import Scorer
+
+_DETECTORS = frozenset({"Detector", "QuantileFilter", "ThresholdFilter"})
 
 __all__ = [
     "Alert",
@@ -93,6 +99,8 @@ def records_from_frame(frame: Any, kind: str | None = None) -> Iterator[ChainRec
 def score(records: Iterable[ChainRecord], scorer: Scorer | None = None) -> list[Alert]:
     """Every alert ``records`` trigger, in order, in ``scorer`` (a new default one if None).
     Each alert's ``source`` says the record's position in ``records``."""
+    from pipeline.scoring import Scorer  # noqa: PLC0415 - lazy, see __getattr__
+
     scorer = scorer if scorer is not None else Scorer()
     alerts: list[Alert] = []
     for i, record in enumerate(records):
@@ -102,3 +110,22 @@ def score(records: Iterable[ChainRecord], scorer: Scorer | None = None) -> list[
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def __getattr__(name: str) -> Any:
+    """The detectors, :class:`RuleSet` and :class:`Scorer`, imported on first use (PEP 562):
+    they import river and scipy (about 1.5 s), which every ``chainwatch`` command would
+    otherwise wait for, as ``import pipeline`` runs first."""
+    if name in _DETECTORS:
+        from pipeline import detectors  # noqa: PLC0415 - lazy, see __getattr__
+
+        return getattr(detectors, name)
+    if name == "RuleSet":
+        from pipeline.rules import RuleSet  # noqa: PLC0415 - lazy, see __getattr__
+
+        return RuleSet
+    if name == "Scorer":
+        from pipeline.scoring import Scorer  # noqa: PLC0415 - lazy, see __getattr__
+
+        return Scorer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,10 +15,19 @@ reports. The built-in rules are registered like a user's: entry points of the gr
 * :mod:`pipeline.rules.alerting` — severities, evidence and alert building.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from pipeline.rules.alerting import build_alert, rounded, severity
-from pipeline.rules.registry import BUILTIN, GROUP, RuleSet
-from pipeline.rules.rule import Event, Explainer, Finding, Rule, default_finding
 from pipeline.rules.spec import KINDS, LEARN, RuleSpec, parse_table
+
+if TYPE_CHECKING:
+    from pipeline.rules.registry import BUILTIN, GROUP, RuleSet
+    from pipeline.rules.rule import Event, Explainer, Finding, Rule, default_finding
+
+_REGISTRY = frozenset({"BUILTIN", "GROUP", "RuleSet"})
+_RULE = frozenset({"Event", "Explainer", "Finding", "Rule", "default_finding"})
 
 __all__ = [
     "BUILTIN",
@@ -37,3 +46,19 @@ __all__ = [
     "rounded",
     "severity",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The registry's and the rule's names, imported on first use (PEP 562): they import the
+    detectors, and so river and scipy (about 1.5 s), which a reader of settings
+    (:mod:`pipeline.settings` checks ``[detectors.NAME]`` tables with :mod:`.spec`) and every
+    ``chainwatch`` command that scores nothing should not wait for."""
+    if name in _REGISTRY:
+        from pipeline.rules import registry  # noqa: PLC0415 - lazy, see __getattr__
+
+        return getattr(registry, name)
+    if name in _RULE:
+        from pipeline.rules import rule  # noqa: PLC0415 - lazy, see __getattr__
+
+        return getattr(rule, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
