@@ -23,6 +23,14 @@
 #                   (gitignored), made with the python3 that runs this script: it pins web3 5,
 #                   which cannot share chainwatch's .venv (web3 8), so tests run its
 #                   `ethereumetl` command and never import it
+#   Kafka's jars    Apache Kafka 4.1.1's broker jars (the tests' `--broker-engine kafka` and
+#                   the Kafka engine's tests), fetched once from Maven Central into
+#                   .ci/cache/kafka-4.1.1 (gitignored, kept by CI) by `chainwatch broker
+#                   --engine kafka --fetch` (Maven with strict checksums, then the SHA-256
+#                   list pipeline/broker/kafka-runtime/jars.sha256); later runs only check
+#                   them. Needs Java 17+ (Debian's default-jre-headless) and, to fetch,
+#                   Maven (Debian's maven), installed when missing; and chainwatch in .venv
+#                   (`make test` installs it first), else this step is skipped with a note
 #
 # Idempotent: installs only what is missing and says what it does. Uses sudo only when not
 # root and only when a Debian package has to be installed. Debian/Ubuntu (apt-get) only for
@@ -35,6 +43,8 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 anvil_dir="$repo/.ci/anvil"
 etl_venv="$repo/.ci/cache/ethereum-etl"
 etl_bin="$etl_venv/bin/ethereumetl"
+kafka_home="$repo/.ci/cache/kafka-4.1.1"
+chainwatch_bin="$repo/.venv/bin/chainwatch"
 
 # The npm package that holds anvil's binary for this machine: an optional dependency of
 # @foundry-rs/anvil (tests/anvil.py looks for the same one).
@@ -139,10 +149,27 @@ install_ethereum_etl() {
     say "ethereum-etl: $(etl_version) (${etl_bin#"$repo/"})"
 }
 
-# The two tools outside Debian's packages, after them (npm may be one of those).
+# Kafka's jars into .ci/cache/kafka-4.1.1: fetched when missing, checked every time.
+install_kafka_jars() {
+    if [ ! -x "$chainwatch_bin" ]; then
+        say "Kafka's jars: skipped, ${chainwatch_bin#"$repo/"} is not installed yet (make" \
+            "test installs it, then runs this script)"
+        return 0
+    fi
+    local out
+    if ! out=$("$chainwatch_bin" broker --engine kafka --fetch --kafka-home "$kafka_home" 2>&1 \
+            >/dev/null); then
+        say "Kafka's jars: $out"
+        exit 1
+    fi
+    say "Kafka's jars: ${out##*chainwatch broker: }"
+}
+
+# The tools outside Debian's packages, after them (npm, Java and Maven may be among those).
 install_others() {
     install_anvil
     install_ethereum_etl
+    install_kafka_jars
 }
 
 have_compose() {
@@ -203,6 +230,12 @@ if anvil_current; then
     say "anvil present: $("$anvil_bin" --version 2>/dev/null | head -n 1) (.ci/anvil)"
 elif ! command -v npm >/dev/null 2>&1; then
     missing+=(npm)
+fi
+if ! command -v java >/dev/null 2>&1; then
+    missing+=(default-jre-headless)
+fi
+if [ ! -d "$kafka_home/libs" ] && ! command -v mvn >/dev/null 2>&1; then
+    missing+=(maven)
 fi
 etl_ready=no
 if etl_works; then

@@ -1,8 +1,17 @@
 """Fixtures: a real Kafka-protocol broker for the session, and factories for each test.
 
-The broker is a testcontainers Kafka container when a Docker engine answers, else the local
-Tansu broker that chainwatch itself starts (see pipeline/broker.py). Factories give every
-test its own topics and consumer group, so tests never see each other's records.
+The broker engine is chosen per run: ``pytest --broker-engine tansu|kafka`` (default
+``$CHAINWATCH_TEST_ENGINE``, else tansu), shown in the report header.
+
+tansu   the local Tansu broker chainwatch starts itself (pipeline.broker.LocalBroker).
+kafka   Apache Kafka: a testcontainers Kafka container when a Docker engine answers, else
+        a single-node :class:`pipeline.broker.KafkaBroker` from the jars ``.ci/tools.sh``
+        fetched into ``.ci/cache/kafka-4.1.1`` (or ``$CHAINWATCH_KAFKA_HOME``); tests never
+        fetch them. Tests marked ``kafka_cluster`` get a three-node KafkaBroker from the
+        ``kafka_cluster`` fixture and are skipped on tansu.
+
+Factories give every test its own topics and consumer group, so tests never see each
+other's records.
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from pipeline import clients
+from pipeline.broker.kafka_config import KAFKA_VERSION
+from pipeline.broker.kafka_runtime import KAFKA_HOME_ENV
 from pipeline.settings import Settings, env_var
 
 # postgresql_url (session) and postgresql_db (per test): a real PostgreSQL server
@@ -50,13 +61,73 @@ def _docker_available() -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def broker_kind() -> str:
-    return "kafka-container" if _docker_available() else "local-tansu"
+ENGINES = ("tansu", "kafka")
+ENGINE_ENV = "CHAINWATCH_TEST_ENGINE"
+REPO = Path(__file__).resolve().parents[1]
+CI_KAFKA_HOME = REPO / ".ci" / "cache" / f"kafka-{KAFKA_VERSION}"  # .ci/tools.sh fills it
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--broker-engine", choices=ENGINES, default=None,
+                     help=f"the broker the tests run against: tansu (Tansu, one node) or "
+                          f"kafka (Apache Kafka {KAFKA_VERSION}); default ${ENGINE_ENV}, "
+                          "else tansu")
+
+
+def engine_of(config: pytest.Config) -> str:
+    engine = config.getoption("--broker-engine") or os.environ.get(ENGINE_ENV) or "tansu"
+    if engine not in ENGINES:
+        raise pytest.UsageError(f"{ENGINE_ENV}={engine!r}: choose one of {', '.join(ENGINES)}")
+    return str(engine)
+
+
+def kafka_home_of() -> Path:
+    """Where the tests' Kafka jars are: ``$CHAINWATCH_KAFKA_HOME``, else .ci/cache."""
+    return Path(os.environ[KAFKA_HOME_ENV]) if os.environ.get(KAFKA_HOME_ENV) else CI_KAFKA_HOME
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    engine = engine_of(config)
+    if engine == "tansu":
+        return "broker engine: tansu (the local Tansu broker)"
+    where = "a testcontainers Kafka container" if _docker_available() else (
+        f"pipeline.broker.KafkaBroker, jars in {kafka_home_of()}")
+    return f"broker engine: kafka (Apache Kafka {KAFKA_VERSION}: {where})"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("kafka_cluster") and engine_of(item.config) != "kafka":
+        pytest.skip("needs a three-node Apache Kafka cluster: runs with --broker-engine kafka "
+                    f"(or {ENGINE_ENV}=kafka)")
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(broker_kind: str) -> Iterator[str]:
+def broker_engine(pytestconfig: pytest.Config) -> str:
+    """``tansu`` or ``kafka``: the engine this session's broker runs."""
+    return engine_of(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def broker_kind(broker_engine: str) -> str:
+    """``local-tansu``, ``local-kafka`` (KafkaBroker) or ``kafka-container``."""
+    if broker_engine == "tansu":
+        return "local-tansu"
+    return "kafka-container" if _docker_available() else "local-kafka"
+
+
+@pytest.fixture(scope="session")
+def kafka_home() -> Path:
+    """The cache holding Kafka's checked jars; fails, saying what to run, without them."""
+    home = kafka_home_of()
+    if not (home / "libs").is_dir():
+        pytest.fail(f"Apache Kafka's jars are not in {home}: run `bash .ci/tools.sh`, which "
+                    f"fetches them there once (or set {KAFKA_HOME_ENV} to a cache that has "
+                    "them); tests never fetch them")
+    return home
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(broker_kind: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """host:port of a real broker, up for the whole session."""
     if broker_kind == "kafka-container":
         from testcontainers.kafka import KafkaContainer
@@ -64,10 +135,29 @@ def kafka_bootstrap(broker_kind: str) -> Iterator[str]:
         with KafkaContainer().with_kraft() as container:
             yield container.get_bootstrap_server()
         return
+    if broker_kind == "local-kafka":
+        from pipeline.broker import KafkaBroker
+
+        with KafkaBroker(home=request.getfixturevalue("kafka_home")) as kafka:
+            yield kafka.bootstrap
+        return
     from pipeline.broker import LocalBroker
 
     with LocalBroker() as broker:
         yield broker.bootstrap
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster(broker_engine: str, kafka_home: Path) -> Iterator[Any]:
+    """A three-node Apache Kafka cluster (pipeline.broker.KafkaBroker, nodes=3) for the
+    module: replication factor 3 and min.insync.replicas 2 by default. Tests using it are
+    marked ``kafka_cluster``; a test that kills or stops a node starts it again."""
+    if broker_engine != "kafka":
+        pytest.skip("needs a three-node Apache Kafka cluster: runs with --broker-engine kafka")
+    from pipeline.broker import KafkaBroker
+
+    with KafkaBroker(nodes=3, home=kafka_home) as cluster:
+        yield cluster
 
 
 CHAINWATCH = str(Path(sys.executable).with_name("chainwatch"))  # the installed console script
@@ -82,6 +172,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
     if "://" not in settings.checkpoint_uri:  # the key beside a local store, not in the repo
         env[env_var("checkpoint_key_file")] = settings.checkpoint_uri.rstrip("/") + ".key"
     env[env_var("consumer_group")] = settings.consumer_group
+    env[env_var("transactions")] = settings.transactions
     return env
 
 

@@ -2,7 +2,9 @@
 
 Each test starts its own brokers (memory-backed, or durable through the local S3 server) and
 checks what the module promises: Kafka clients work, stop leaves no process behind, durable
-data survives ``kill -9`` and a restart, and children die with a SIGKILLed parent.
+data survives ``kill -9`` and a restart, and children die with a SIGKILLed parent. Tansu's
+own tests: they run with the tansu engine only (the Kafka engine's are in
+test_kafka_broker.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ from pipeline.broker import LocalBroker, free_port
 from pipeline.errors import BrokerError
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _tansu_engine_only(broker_engine: str) -> None:
+    if broker_engine != "tansu":
+        pytest.skip("LocalBroker (Tansu) tests: this session runs --broker-engine kafka; "
+                    "they run with --broker-engine tansu")
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_GROUP = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500}
