@@ -10,14 +10,16 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer
 
+from pipeline import clients
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
+from tests.conftest import unique
 from tests.helpers import (
     AlertDiff,
     checkpoint_files,
@@ -33,20 +35,46 @@ pytestmark = pytest.mark.integration
 BLOCKS = 1500
 
 
-@pytest.fixture
-def scored_input(settings: Settings, tmp_path: Path,
-                 consumer_factory: Callable[..., KafkaConsumer]) -> Iterator[dict[str, set[bytes]]]:
-    """The input topics filled, and the alerts of an uninterrupted run over them."""
-    ensure_topics(settings)
-    produce_chain(settings, seed=77, blocks=range(BLOCKS))
-    baseline = scorer_run(settings, tmp_path, "baseline")
+@pytest.fixture(scope="module")
+def _module_input(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+                  ) -> tuple[Settings, dict[str, set[bytes]]]:
+    """Input topics filled once for the module, and the alerts of an uninterrupted run over
+    them. The tests only read them (each run has its own group, checkpoints and alerts
+    topic), so one baseline serves them all (it took ~20 s per test)."""
+    tmp = tmp_path_factory.mktemp("scored-input")
+    names = {f"topics__{role}": unique(f"t-{role}") for role in Settings().topics.all()}
+    shared = Settings.load(env={}).replace(
+        bootstrap_servers=kafka_bootstrap, consumer_group=unique("g"),
+        checkpoint_uri=str(tmp / "checkpoints"), **names)
+    ensure_topics(shared)
+    produce_chain(shared, seed=77, blocks=range(BLOCKS))
+    baseline = scorer_run(shared, tmp, "baseline")
     proc = start_scorer(baseline, "--until-caught-up")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0
     assert json.loads(out)["alerts_by_type"]
-    alerts = read_alerts(consumer_factory(baseline.topics.alerts))
+    reader = clients.consumer(baseline, baseline.topics.alerts, group_id=unique("group"),
+                              session_timeout_ms=2000, heartbeat_interval_ms=500)
+    try:
+        alerts = read_alerts(reader)
+    finally:
+        reader.close()
     assert len(alerts) >= 5
-    yield alerts
+    return shared, alerts
+
+
+@pytest.fixture
+def settings(_module_input: tuple[Settings, dict[str, set[bytes]]]) -> Settings:
+    """The module's input topics (replacing tests/conftest.py's per-test ``settings``, so
+    ``consumer_factory`` and the runs below read and score them)."""
+    return _module_input[0]
+
+
+@pytest.fixture
+def scored_input(_module_input: tuple[Settings, dict[str, set[bytes]]]
+                 ) -> dict[str, set[bytes]]:
+    """The alerts of the uninterrupted run over the module's input topics."""
+    return _module_input[1]
 
 
 @pytest.mark.parametrize("kill_after_checkpoints", [1, 4])
