@@ -102,7 +102,10 @@ def checkpoint_files(run: Settings) -> list[Path]:
 
 
 def drain(consumer: KafkaConsumer, quiet_polls: int = 6) -> list[Any]:
-    """Every message ``consumer`` gets until ``quiet_polls`` polls in a row bring none."""
+    """Every message ``consumer`` gets until it has read every assigned partition to its
+    high-water mark (all that a finished writer wrote: the callers read after theirs have
+    ended), or else until ``quiet_polls`` polls in a row bring none (3 s, which every read
+    used to wait out)."""
     got: list[Any] = []
     quiet = 0
     while quiet < quiet_polls:
@@ -110,6 +113,8 @@ def drain(consumer: KafkaConsumer, quiet_polls: int = 6) -> list[Any]:
         quiet = 0 if batch else quiet + 1
         for messages in batch.values():
             got.extend(messages)
+        if clients.caught_up(consumer):
+            break
     return got
 
 
