@@ -10,15 +10,11 @@ partition leader's node, its restart, a paused node.
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import logging
 import os
 import signal
 import subprocess
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +28,7 @@ from pipeline.broker.kafka_config import KAFKA_VERSION
 from pipeline.broker.kafka_runtime import KAFKA_HOME_ENV
 from pipeline.broker.processes import kafka_metadata, port_is_free
 from tests.conftest import CHAINWATCH, consume_all
+from tests.helpers import refused_connections_leak
 
 pytestmark = pytest.mark.integration
 
@@ -53,38 +50,6 @@ def _create(bootstrap: str, topic: str, partitions: int = 1, replication: int = 
 def _consumer(bootstrap: str, topic: str, **config: Any) -> KafkaConsumer:
     return KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                          **(FAST_GROUP | {"group_id": _name("g")} | config))
-
-
-class _FlattenRecords(logging.Filter):
-    """Turns a log record's arguments and exception into text as it is handled."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = record.getMessage(), None
-        if record.exc_info:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info = None
-        return True
-
-
-@contextlib.contextmanager
-def refused_connections_leak() -> Iterator[None]:
-    """kafka-python 3.0.12 leaves the socket of a refused connection open (kafka/net/inet.py
-    raises on ECONNREFUSED without closing it), as clients do while a node is down. The
-    exceptions its log records carry would keep those sockets alive until pytest's log
-    capture lets go of them, after this test, where the unclosed-socket ResourceWarning
-    becomes an error. Here the records become text and the sockets are collected."""
-    flatten = _FlattenRecords()
-    handlers = list(logging.getLogger().handlers)
-    for handler in handlers:
-        handler.addFilter(flatten)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        try:
-            yield
-        finally:
-            for handler in handlers:
-                handler.removeFilter(flatten)
-            gc.collect()
 
 
 @pytest.fixture(scope="module")

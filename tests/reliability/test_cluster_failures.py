@@ -29,7 +29,14 @@ from pipeline.audit import AuditReader
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
 from tests.conftest import CHAINWATCH, cli_env, unique
-from tests.helpers import chain_records, drain, scorer_run, start_scorer, synth_command
+from tests.helpers import (
+    chain_records,
+    drain,
+    refused_connections_leak,
+    scorer_run,
+    start_scorer,
+    synth_command,
+)
 from tests.reliability.conftest import Reaper
 from tests.reliability.procs import finish, tracebacks, wait_covered
 
@@ -95,6 +102,7 @@ def test_leader_kill_and_a_stopped_broker_lose_and_duplicate_nothing(
     logs = [tmp_path / f"{name}.log" for name in ("producer", "scorer-0", "scorer-1",
                                                   "auditor")]
     with contextlib.ExitStack() as stack:
+        stack.enter_context(refused_connections_leak())  # clients meet the node that is down
         out = [stack.enter_context(path.open("w")) for path in logs]
         stream = reaper(subprocess.Popen(synth_command(SEED, BLOCKS, events / STREAM_S),
                                          env=env, stdout=subprocess.PIPE, stderr=out[0],
