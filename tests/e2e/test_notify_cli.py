@@ -59,7 +59,8 @@ def test_a_run_delivers_and_a_sigterm_stops_it(
         group = unique("notify")
         result = subprocess.run(
             [CHAINWATCH, "alerts", "notify", "--format", "slack", "--min-severity", "high",
-             "--group", group, "--until-caught-up", "--json", "--log-level", "DEBUG"],
+             "--group", group, "--session-timeout", "2", "--until-caught-up", "--json",
+             "--log-level", "DEBUG"],
             capture_output=True, text=True, timeout=120, env=env, check=False)
         assert result.returncode == 0, result.stderr
         summary = json.loads(result.stdout)
@@ -75,7 +76,7 @@ def test_a_run_delivers_and_a_sigterm_stops_it(
         # health, and SIGTERM stops it cleanly
         port = free_port()
         proc = subprocess.Popen([CHAINWATCH, "alerts", "notify", "--group", group,
-                                 "--metrics-port", str(port)],
+                                 "--session-timeout", "2", "--metrics-port", str(port)],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         deadline = time.monotonic() + 60

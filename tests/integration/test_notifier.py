@@ -31,6 +31,9 @@ from tests.webhook_server import Reply, WebhookServer
 
 pytestmark = pytest.mark.integration
 SECRET = "s3cr3t-token"
+# a 2 s session: a fresh group's first join takes half the session on the local broker (5 s
+# with the default 10 s), and a restarted member waits out its stopped self's session
+FAST_GROUP = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500}
 
 
 def _metric(name: str, **labels: str) -> float:
@@ -47,7 +50,7 @@ def _run(settings: Settings, server: WebhookServer, group: str | None = None,
     """One notifier run to the end of the alerts topic."""
     options = {"retries": 3, "backoff_ms": 10, "timeout_ms": 2000} | target
     service = NotifierService(settings, WebhookTarget.build(server.url(), **options),
-                              group_id=group or unique("notify"))
+                              group_id=group or unique("notify"), **FAST_GROUP)
     service.run(input_finished=lambda: True)
     return service
 
@@ -191,7 +194,7 @@ def test_restart_resumes_after_the_last_delivered_alert(
     stop = threading.Event()
     with WebhookServer([Reply(200), Reply(500)]) as server:  # the 2nd alert fails...
         target = WebhookTarget.build(server.url(), retries=5, backoff_ms=20_000)
-        service = NotifierService(run_settings, target, stop, group_id=group)
+        service = NotifierService(run_settings, target, stop, group_id=group, **FAST_GROUP)
         thread = threading.Thread(target=service.run)
         thread.start()
         deadline = time.monotonic() + 30
