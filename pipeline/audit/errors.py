@@ -5,8 +5,8 @@
         ├── AuditKeyError           a signing or public key is missing, unreadable, malformed
         │                           or its file is readable by others
         ├── ProofError              a proof was asked for an index or size the log lacks
-        ├── WriterFenced            this writer may no longer append (it lost its lease):
-        │                           the batch was rolled back
+        ├── WriterFenced            this writer may not append now (its lease is lost or
+        │                           could not be confirmed): the batch was rolled back
         ├── LogChanged              another process wrote to the log since this writer
         │                           opened it: nothing appended; open it again
         └── LeafError               one input record cannot become a leaf; it is also a
@@ -36,7 +36,8 @@ class ProofError(AuditError):
 
 
 class WriterFenced(AuditError):
-    """The writer's fence said no before a commit (it lost its lease); nothing was appended."""
+    """The writer's fence said no before a commit (its lease is lost or could not be
+    confirmed); nothing was appended."""
 
 
 class LogChanged(AuditError):

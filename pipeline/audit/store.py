@@ -244,9 +244,9 @@ class AuditLog(AuditReader):
                 result, tree, keys = self._append(batch, offset_rows)
                 with self._fence() as allowed:
                     if not allowed:
-                        raise WriterFenced(f"this writer may no longer append to the audit "
-                                           f"log {self.path} (it lost its lease); the batch "
-                                           "was rolled back")
+                        raise WriterFenced(f"this writer may not append to the audit log "
+                                           f"{self.path} now (its lease is lost or could not "
+                                           "be confirmed); the batch was rolled back")
                     conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

@@ -44,7 +44,7 @@ def test_a_fence_that_says_no_rolls_the_batch_back(tmp_path: Path) -> None:
     with AuditLog.open(path, SIGNER, fence=fence) as log:
         log.append([leaf(0), leaf(1)], {(ALERTS, 0): 2})
         fence.allow = False
-        with pytest.raises(WriterFenced, match="lost its lease"):
+        with pytest.raises(WriterFenced, match="lease is lost or could not be confirmed"):
             log.append([leaf(2)], {(ALERTS, 0): 3})
         assert log.size == 2 and fence.asked == 2
         log.discard()  # what a fenced writer does: no flush, no seal
