@@ -82,7 +82,7 @@ def test_the_readme_detector_alerts_in_score(
     ensure_topics(settings)
     produce_chain(settings, seed=11, blocks=range(400))
     _run(user_folder, "score", "--until-caught-up", "--json", "--config", "chainwatch.toml",
-         env=cli_env(settings))
+         "--session-timeout", "2", env=cli_env(settings))  # a join in 1 s, not 5
     alerts = [Alert.from_json(next(iter(encodings)))
               for encodings in read_alerts(consumer_factory(settings.topics.alerts)).values()]
     types = Counter(alert.type for alert in alerts)

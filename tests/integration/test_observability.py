@@ -122,7 +122,7 @@ def test_score_serves_metrics_health_and_readiness(settings: Settings, tmp_path:
     with stderr.open("w") as err:
         proc = subprocess.Popen(
             [CHAINWATCH, "score", "--metrics-port", str(port), "--checkpoint-every", "50",
-             "--log-format", "json", "--log-level", "INFO"],
+             "--log-format", "json", "--log-level", "INFO", "--session-timeout", "2"],
             env=cli_env(settings) | {"CHAINWATCH_METRICS_HOST": "127.0.0.1"},
             stdout=subprocess.DEVNULL, stderr=err, text=True)
     try:

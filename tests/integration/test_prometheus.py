@@ -112,7 +112,8 @@ def test_prometheus_scrapes_throughput_latency_and_alerts_from_a_running_scorer(
     processes.start("prometheus", [
         prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"])
-    processes.start("scorer", [CHAINWATCH, "score", "--metrics-port", str(scorer_port)], env)
+    processes.start("scorer", [CHAINWATCH, "score", "--metrics-port", str(scorer_port),
+                               "--session-timeout", "2"], env)  # a join in 1 s, not 5
     processes.start("producer", [
         CHAINWATCH, "produce", "synth", "--blocks", "3000", "--rate", "1500", "--seed", "5",
         "--difficulty", "0", "--metrics-port", str(producer_port)], env)
