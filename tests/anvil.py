@@ -218,9 +218,14 @@ class Anvil:
         self.url = url
         self.startup_s = startup_s
         self._session = requests.Session()
-        # no retries: a request to a dead node fails at once
+        self._session.trust_env = False  # a loopback node: no proxy (nor its look-up per call)
+        # no retries: a request to a dead node fails at once. The chain id is asked once, not
+        # four times a transaction (web3 checks it while filling one in); nothing else is
+        # cached, since blocks and transactions change with reorgs and reverts
         self.w3 = Web3(HTTPProvider(url, session=self._session, request_kwargs={"timeout": 30},
-                                    exception_retry_configuration=None))
+                                    exception_retry_configuration=None,
+                                    cache_allowed_requests=True,
+                                    cacheable_requests={RPCEndpoint("eth_chainId")}))
 
     @functools.cached_property
     def accounts(self) -> list[ChecksumAddress]:

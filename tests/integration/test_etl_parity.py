@@ -79,7 +79,8 @@ def test_the_live_source_and_an_ethereum_etl_replay_give_the_same_records(
     live = settings
     ensure_topics(live)
     done = subprocess.run([CHAINWATCH, "produce", "rpc", "--rpc-url", anvil.url,
-                           "--start-block", "0", "--until-block", str(anvil.head), "--json"],
+                           "--start-block", "0", "--until-block", str(anvil.head), "--json",
+                           "--rate", "1000"],  # the local node: no provider's rate limit
                           env=cli_env(live), capture_output=True, text=True, timeout=300,
                           check=False)
     assert done.returncode == 0, done.stderr

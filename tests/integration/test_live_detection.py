@@ -28,6 +28,9 @@ from tests.conftest import CHAINWATCH, cli_env
 
 __all__ = ["anvil_fixture", "uniswap_fixture"]
 pytestmark = pytest.mark.integration
+# a fresh group's join takes half the session on the local broker: 1 s, not 5 s
+FAST_JOIN = ("--session-timeout", "2")
+LOCAL_RATE = ("--rate", "1000")  # requests/s to the local node (the default 50 is for providers)
 
 
 def _trade(uniswap: Uniswap, token: Any, accounts: list[Any], rng: random.Random, *, n: int,
@@ -82,10 +85,11 @@ def test_pump_and_rug_are_caught_within_2_blocks_and_normal_trading_is_quiet(
     ensure_topics(run)
     cursor = ["--cursor", str(tmp_path / "chain.cursor")]
     produced = _run(run, "produce", "rpc", "--rpc-url", anvil.url, "--start-block", "0",
-                    "--until-block", str(head), "--factory", uniswap.factory.address, *cursor)
+                    "--until-block", str(head), "--factory", uniswap.factory.address, *cursor,
+                    *LOCAL_RATE)
     assert produced["finished"] and produced["last_block"] == head
     assert produced["dex_events"] > 200 and produced["retractions"] == 0
-    scored = _run(run, "score", "--until-caught-up")
+    scored = _run(run, "score", "--until-caught-up", *FAST_JOIN)
     assert scored["dead_lettered"] == 0
     sunk = _run(run, "alerts", "sink", "--until-caught-up", "--store", str(store))
     assert sunk["stored"] == sum(scored["alerts_by_type"].values())
@@ -107,9 +111,9 @@ def test_pump_and_rug_are_caught_within_2_blocks_and_normal_trading_is_quiet(
     anvil.reorg(head - rug_block + 1)  # the new branch: as many empty blocks
     anvil.mine(1)
     again = _run(run, "produce", "rpc", "--rpc-url", anvil.url, "--until-block",
-                 str(anvil.head), "--factory", uniswap.factory.address, *cursor)
+                 str(anvil.head), "--factory", uniswap.factory.address, *cursor, *LOCAL_RATE)
     assert again["reorgs"] == 1 and again["retractions"] == head - rug_block + 1
-    _run(run, "score", "--until-caught-up")
+    _run(run, "score", "--until-caught-up", *FAST_JOIN)
     _run(run, "alerts", "sink", "--until-caught-up", "--store", str(store))
     with AlertStore.open(str(store), create=False) as s:
         retractions = [x.alert for x in s.query(types=["retraction"])]

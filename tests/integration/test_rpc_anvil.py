@@ -84,9 +84,11 @@ class _Source:
     """``chainwatch produce rpc`` with a cursor, started and stopped as a user would."""
 
     def __init__(self, anvil: Anvil, settings: Settings, tmp: Path, *extra: str) -> None:
+        # a local node: 1000 requests/s unless a test paces it (--rate given in ``extra``)
+        rate = [] if "--rate" in extra else ["--rate", "1000"]
         self.args = [CHAINWATCH, "produce", "rpc", "--rpc-url", anvil.url, "--start-block",
                      "0", "--cursor", str(tmp / "chain.cursor"), "--poll-interval", "0.1",
-                     *extra]
+                     *rate, *extra]
         self.env = cli_env(settings)
         self.cursor = tmp / "chain.cursor"
         self.tmp = tmp
@@ -242,7 +244,7 @@ def test_over_websocket_it_writes_the_same_chain(
     _trade(uniswap, anvil, token, 10, 3)
     ws = anvil.url.replace("http://", "ws://")
     done = subprocess.run([CHAINWATCH, "produce", "rpc", "--rpc-url", ws, "--start-block", "0",
-                           "--until-block", str(anvil.head), "--json"],
+                           "--until-block", str(anvil.head), "--json", "--rate", "1000"],
                           env=cli_env(source_settings), capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr
