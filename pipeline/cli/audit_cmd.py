@@ -152,6 +152,18 @@ def add_parser(sub: Any) -> None:
     _store_args(co)
     co.set_defaults(run=run_consistency)
 
+    kg = cmds.add_parser("keygen", help="make the auditor's signing key; write its public key",
+                         description="Make the auditor's Ed25519 signing key at --key "
+                         "(mode 0600) unless it is there, and write its public key (PEM) to "
+                         "--public-out (default <key>.pub), where scorers and verifiers can "
+                         "pin it without reading the private key. Prints the public key's "
+                         "hex. Run it again and it changes nothing.")
+    kg.add_argument("--key", metavar="PATH", required=True, help="the private key file")
+    kg.add_argument("--public-out", metavar="PATH",
+                    help="where to write the public key (default: <key>.pub)")
+    add_common(kg, bootstrap=False)
+    kg.set_defaults(run=run_keygen)
+
     k = cmds.add_parser("public-key", help="print the log's public key (PEM)")
     _store_args(k, key=True)
     k.set_defaults(run=run_public_key)
@@ -364,6 +376,19 @@ def run_consistency(args: argparse.Namespace) -> int:
     print(json.dumps({"proof": json.loads(proof.to_json()),
                       "old_head": json.loads(old.to_json()) if old else None,
                       "new_head": json.loads(new.to_json()) if new else None}, indent=2))
+    return 0
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    from pipeline.audit.signing import Signer
+
+    signer = Signer.load_or_create(args.key)
+    out = Path(args.public_out or f"{args.key}.pub")
+    pem = signer.public_pem()
+    if not out.is_file() or out.read_text() != pem:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(pem)
+    print(signer.public_hex())
     return 0
 
 

@@ -185,3 +185,20 @@ def test_a_damaged_or_foreign_store_is_one_line_never_a_traceback(
         assert done.returncode == 1 and done.stdout.startswith(("FAILED", "UNREADABLE")), \
             (at, done.stdout, done.stderr)
         assert len(done.stdout.strip().splitlines()) == 1
+
+
+def test_keygen_makes_the_key_once_and_writes_its_public_half_apart(tmp_path: Path) -> None:
+    """`audit keygen`, as the compose stack's one-shot runs it: the private key (mode 0600) on
+    one volume, the public key where scorers pin it; run again, nothing changes."""
+    key, public = tmp_path / "keys" / "audit.key", tmp_path / "pub" / "audit.pub"
+    first = _cw("audit", "keygen", "--key", str(key), "--public-out", str(public), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    private_bytes = key.read_bytes()
+    assert key.stat().st_mode & 0o777 == 0o600
+    signer = Signer.load(key)
+    assert first.stdout.strip() == signer.public_hex()
+    assert public.read_text() == signer.public_pem()
+    again = _cw("audit", "keygen", "--key", str(key), "--public-out", str(public), cwd=tmp_path)
+    assert again.stdout == first.stdout and key.read_bytes() == private_bytes
+    missing = _cw("audit", "keygen", cwd=tmp_path)
+    assert missing.returncode == 2 and "--key" in missing.stderr

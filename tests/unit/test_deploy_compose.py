@@ -21,8 +21,10 @@ from pipeline.cli import build_parser
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "deploy" / "docker-compose.yml"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
-SERVICES = {"kafka", "topics", "producer", "scorer", "auditor", "prometheus", "grafana"}
-CHAINWATCH_SERVICES = {"topics", "producer", "replay", "scorer", "auditor"}
+SERVICES = {"kafka", "topics", "audit-key", "producer", "scorer", "auditor", "prometheus",
+            "grafana"}
+CHAINWATCH_SERVICES = {"topics", "audit-key", "producer", "replay", "scorer", "auditor"}
+ONE_SHOTS = {"topics", "audit-key"}  # run once and exit: nothing to scrape
 
 
 def compose_commands() -> list[list[str]]:
@@ -143,7 +145,7 @@ def test_prometheus_scrapes_the_compose_services_on_their_metrics_port() -> None
     dns = re.findall(r'names:\s*\["([\w-]+)"\]\s*\n\s*type:\s*A\s*\n\s*port:\s*(\d+)',
                      prometheus)
     targets = {(host, target_port) for host, target_port in static + dns if host != "localhost"}
-    assert targets == {(s, port.group(1)) for s in CHAINWATCH_SERVICES - {"topics"}}
+    assert targets == {(s, port.group(1)) for s in CHAINWATCH_SERVICES - ONE_SHOTS}
     for services in compose("--profile", "replay", "config", "--services"):
         assert {host for host, _ in targets} <= set(services.split())
     for config in compose("--profile", "replay", "config"):
@@ -195,3 +197,63 @@ def test_compose_kafka_runs_the_settings_of_the_kafka_engine() -> None:
         assert {name: env.get(name) for name in expected} == expected
         assert set(env) - set(expected) == COMPOSE_KAFKA_TOPOLOGY, "settings outside " \
             "kafka_config.py: add them there (BROKER), or to COMPOSE_KAFKA_TOPOLOGY if topology"
+
+
+def volumes_of(lines: list[str]) -> dict[str, tuple[str, bool]]:
+    """A service's volumes in ``config`` output: target → (source, read-only), from the short
+    syntax (``source:target:ro``) or the long one (``type``/``source``/``target``/``read_only``)."""
+    found: dict[str, tuple[str, bool]] = {}
+    if "    volumes:" not in lines:
+        return found
+    entry: dict[str, str] = {}
+    for line in [*lines[lines.index("    volumes:") + 1:], "    end:"]:
+        if match := re.fullmatch(r"\s*- ([^:\s]+):([^:\s]+)(?::(\w+))?", line):
+            found[match.group(2)] = (match.group(1), match.group(3) == "ro")
+        elif match := re.fullmatch(r"\s*-? ?(type|source|target|read_only): (.*)", line):
+            if match.group(1) == "type" and entry:
+                found[entry["target"]] = (entry.get("source", ""), entry.get("read_only") == "true")
+                entry = {}
+            entry[match.group(1)] = match.group(2).strip("'\"")
+        elif not line.startswith("      "):
+            break
+    if "target" in entry:
+        found[entry["target"]] = (entry.get("source", ""), entry.get("read_only") == "true")
+    return found
+
+
+def mount_of(lines: list[str], path: str) -> tuple[str, bool] | None:
+    """The volume (source, read-only) a service with config ``lines`` sees ``path`` on."""
+    for target, mount in volumes_of(lines).items():
+        if path.startswith(target.rstrip("/") + "/"):
+            return mount
+    return None
+
+
+def test_scorers_verify_checkpoints_through_the_auditors_endpoint() -> None:
+    """The scorers restore a checkpoint only with the auditor's proof, asked over HTTP, and
+    pin the public key from a read-only volume: they mount neither the log nor the private
+    key. Two auditors share the log and its key, one of them a standby."""
+    port = re.search(r'CHAINWATCH_METRICS_PORT:\s*"(\d+)"', COMPOSE_FILE.read_text())
+    assert port is not None
+    for config in compose("config"):
+        commands, services = commands_of(config), services_of(config)
+        scorer, auditor = commands["scorer"], commands["auditor"]
+        assert "--verify-checkpoints" in scorer
+        assert scorer[scorer.index("--audit-url") + 1] == f"http://auditor:{port.group(1)}"
+        scorer_env = "\n".join(services["scorer"])
+        pinned = re.search(r"CHAINWATCH_AUDIT_PUBLIC_KEY: ['\"]?(\S+?)['\"]?$", scorer_env, re.M)
+        assert pinned is not None, "the scorers pin no public key"
+        keygen = commands["audit-key"]
+        assert keygen[:2] == ["audit", "keygen"]
+        assert keygen[keygen.index("--public-out") + 1] == pinned.group(1)
+        private = keygen[keygen.index("--key") + 1]
+        assert auditor[auditor.index("--key") + 1] == private
+        store = auditor[auditor.index("--store") + 1]
+        public_volume = mount_of(services["audit-key"], pinned.group(1))
+        assert public_volume is not None
+        assert mount_of(services["scorer"], pinned.group(1)) == (public_volume[0], True)
+        assert mount_of(services["scorer"], private) is None
+        assert mount_of(services["scorer"], store) is None
+        assert mount_of(services["auditor"], private) == mount_of(services["audit-key"], private)
+        assert re.search(r"^    (scale: 2|deploy:\n      replicas: 2)", "\n".join(
+            services["auditor"]), re.M), "no standby auditor"
