@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test soak check tools deploy-check up down clean
+.PHONY: demo test test-tansu test-kafka soak check tools deploy-check up down clean
 COMPOSE ?= docker compose
 STACK := $(COMPOSE) -p chainwatch -f deploy/docker-compose.yml
 
@@ -18,8 +18,22 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/chainwatch demo
 
+# the whole suite on Tansu (the default engine), then the integration and fault suites again on
+# Apache Kafka (tests/conftest.py: --broker-engine); both run, and either failing fails
 test: $(BIN)/.installed tools
+	@status=0; \
+	$(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
+	$(BIN)/python -m pytest $(KAFKA_SUITES) --broker-engine kafka $(PYTEST_ARGS) || \
+		{ code=$$?; [ $$status -ne 0 ] || status=$$code; }; \
+	exit $$status
+
+KAFKA_SUITES ?= tests/integration tests/reliability
+
+test-tansu: $(BIN)/.installed tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-kafka: $(BIN)/.installed tools
+	$(BIN)/python -m pytest $(KAFKA_SUITES) --broker-engine kafka $(PYTEST_ARGS)
 
 # the fault suite of tests/reliability at campaign size (CI runs it small, inside `make test`)
 SOAK_ARGS ?= --fault-seed 1 --fault-kills 20 --fault-records 10000 --fault-flips 1000
