@@ -152,6 +152,14 @@ def add_parser(sub: Any) -> None:
     _store_args(co)
     co.set_defaults(run=run_consistency)
 
+    _add_keygen(cmds)
+
+    k = cmds.add_parser("public-key", help="print the log's public key (PEM)")
+    _store_args(k, key=True)
+    k.set_defaults(run=run_public_key)
+
+
+def _add_keygen(cmds: Any) -> None:
     kg = cmds.add_parser("keygen", help="make the auditor's signing key; write its public key",
                          description="Make the auditor's Ed25519 signing key at --key "
                          "(mode 0600) unless it is there, and write its public key (PEM) to "
@@ -163,10 +171,6 @@ def add_parser(sub: Any) -> None:
                     help="where to write the public key (default: <key>.pub)")
     add_common(kg, bootstrap=False)
     kg.set_defaults(run=run_keygen)
-
-    k = cmds.add_parser("public-key", help="print the log's public key (PEM)")
-    _store_args(k, key=True)
-    k.set_defaults(run=run_public_key)
 
 
 def _store_args(p: argparse.ArgumentParser, key: bool = False) -> None:

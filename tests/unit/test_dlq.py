@@ -186,6 +186,9 @@ class _Task:
     def advance(self, topic: str, offset: int) -> None:
         self.advanced.append(offset)
 
+    def replaying(self, topic: str, offset: int) -> bool:
+        return False  # a fresh task: every record's output is new
+
 
 def _score(dlq: DeadLetterWriter, messages: list[_Message]) -> _Task:
     from consumers.scorer import ScorerService
